@@ -45,8 +45,21 @@ class Ref:
     return fn(*args, **kwargs)
 
   def __repr__(self):
-    inner = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+    inner = [_show(a) for a in self.args] + [f"{k}={_show(v)}" for k, v in self.kwargs]
     return f"{self.name}({', '.join(inner)})"
+
+
+def _show(value) -> str:
+  """A stable text for test ids (functions by name, not by address, so pytest-xdist workers agree)."""
+  if isinstance(value, Ref):
+    return repr(value)
+  if isinstance(value, tuple):
+    return "(" + ", ".join(_show(v) for v in value) + ")"
+  if isinstance(value, dict):
+    return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+  if callable(value) and hasattr(value, "__name__"):
+    return value.__name__
+  return repr(value)
 
 
 def resolve(value, lib):

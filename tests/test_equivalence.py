@@ -65,7 +65,7 @@ OPTIMIZERS = [
     Ref("adagrad", 0.1), Ref("adagrad", LINEAR, initial_accumulator_value=0.5, eps=1e-5),
     Ref("rmsprop", 1e-2), Ref("rmsprop", 1e-2, centered=True), Ref("rmsprop", 1e-2, momentum=0.9, nesterov=True),
     Ref("rmsprop", LINEAR, decay=0.5, eps=1e-3, initial_scale=1.0, eps_in_sqrt=False, bias_correction=True),
-    Ref("rmsprop", 1e-2, centered=True, momentum=0.5, bias_correction=True),
+    Ref("rmsprop", 1e-2, centered=True, bias_correction=True), Ref("rmsprop", 1e-2, centered=True, momentum=0.5),
     Ref("adadelta"), Ref("adadelta", 1.0, rho=0.5, eps=1e-4, weight_decay=0.1, weight_decay_mask=matrices_only),
     Ref("adam", 1e-2), Ref("adam", WARMUP_COSINE), Ref("adam", 1e-2, b1=0.5, b2=0.9, eps=1e-4, eps_root=1e-8),
     Ref("adam", 1e-2, nesterov=True), Ref("adam", 1e-2, mu_dtype=jnp.bfloat16),
