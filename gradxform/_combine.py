@@ -111,7 +111,8 @@ def _mask_tree(mask, tree):
 def _apply_mask(tree, mask_tree, what):
   """Replaces the masked-out subtrees of `tree` with MaskedNode (mask_tree may be a prefix of tree)."""
   try:
-    return jax.tree.map(lambda m, x: x if m else MaskedNode(), mask_tree, tree)
+    # A None in the mask (a mask function applied to updates with None leaves) selects nothing.
+    return jax.tree.map(lambda m, x: x if m else MaskedNode(), mask_tree, tree, is_leaf=_tree.is_none)
   except (ValueError, TypeError):
     _errors.raise_tree_mismatch("mask", mask_tree, what, tree)
     raise
@@ -131,7 +132,8 @@ def _masked_update(updates, state, params=None, *, inner, mask, mask_compatible_
   masked_updates = _apply_mask(updates, mask_tree, "updates")
   masked_params = None if params is None else _apply_mask(params, mask_tree, "params")
   new_masked, inner_state = inner.update(masked_updates, state.inner_state, masked_params, **extra_args)
-  new_updates = jax.tree.map(lambda m, new, old: new if m else old, mask_tree, new_masked, updates)
+  new_updates = jax.tree.map(lambda m, new, old: new if m else old, mask_tree, new_masked, updates,
+                             is_leaf=_tree.is_none)
   return new_updates, MaskedState(inner_state=inner_state)
 
 

@@ -153,10 +153,20 @@ def _node(x: Any):
   return [(path[0], kid) for path, kid in kids], node_type.__name__
 
 
+def _describe(x: Any) -> str:
+  if x is None:
+    return "None"
+  if hasattr(x, "shape") and hasattr(x, "dtype"):
+    return f"an array {x.dtype}{list(x.shape)}"
+  return type(x).__name__
+
+
 def first_difference(a: Any, b: Any, path: tuple = ()) -> tuple[str, str] | None:
   """Finds the first place two trees differ in structure; returns (readable path, description)."""
   if a is None and b is None:
     return None
+  if (a is None) != (b is None):
+    return jax.tree_util.keystr(path) or "the root", f"{_describe(a)} vs {_describe(b)}"
   node_a, kind_a = _node(a) if a is not None else (None, "None")
   node_b, kind_b = _node(b) if b is not None else (None, "None")
   where = jax.tree_util.keystr(path) or "the root"
