@@ -22,8 +22,8 @@ def _chain_init(params, *, steps, **_):
 
 
 def _chain_update(updates, state, params=None, *, steps, **extra_args):
-  if not isinstance(state, tuple) or len(state) != len(steps):
-    got = f"a tuple of {len(state)}" if isinstance(state, tuple) else type(state).__name__
+  if type(state) is not tuple or len(state) != len(steps):  # pylint: disable=unidiomatic-typecheck
+    got = f"a tuple of {len(state)}" if type(state) is tuple else type(state).__name__  # pylint: disable=unidiomatic-typecheck
     raise _errors.StateMismatchError(
         f"a chain of {len(steps)} transformations needs the tuple of {len(steps)} states its init made, "
         f"got {got}")
