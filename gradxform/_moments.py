@@ -179,24 +179,35 @@ def _adam_moments(g, mu, nu, b1, b2):
   return _moving_average(g, mu, b1), _moving_average(_square(g), nu, b2)
 
 
-def _adam_first_moment_hat(g, new_mu, b1, bc1, bc1_next, nesterov):
-  """Bias-corrected first moment; with Nesterov, b1 * mu/(1-b1^(t+1)) + (1-b1) * g/(1-b1^t) (Dozat, 2016)."""
-  if not nesterov:
-    return _debias(new_mu, bc1)
-  return _numerics.add(_numerics.mul(b1, _debias(new_mu, bc1_next)), _numerics.mul(1 - b1, _debias(g, bc1)))
+def _adam_corrections(b1, b2, count, nesterov):
+  """The step's scalar bias corrections (1 - b1^t, 1 - b2^t, and 1 - b1^(t+1) for Nesterov)."""
+  bc1, bc2 = _numerics.bias_correction_factor(b1, count), _numerics.bias_correction_factor(b2, count)
+  bc1_next = _numerics.bias_correction_factor(b1, _numerics.safe_increment(count)) if nesterov else None
+  return bc1, bc2, bc1_next
+
+
+def _adam_hats(g, mu, nu, b1, b2, corrections, nesterov):
+  """New moments and their bias-corrected values: (mu_hat, nu_hat, new_mu, new_nu).
+
+  With Nesterov, mu_hat = b1 * mu / (1 - b1^(t+1)) + (1 - b1) * g / (1 - b1^t) (Dozat, 2016).
+  """
+  bc1, bc2, bc1_next = corrections
+  new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2)
+  if nesterov:
+    mu_hat = _numerics.add(_numerics.mul(b1, _debias(new_mu, bc1_next)), _numerics.mul(1 - b1, _debias(g, bc1)))
+  else:
+    mu_hat = _debias(new_mu, bc1)
+  return mu_hat, _debias(new_nu, bc2), new_mu, new_nu
 
 
 def _adam_update(updates, state, params=None, *, b1, b2, eps, eps_root, mu_dtype, nesterov, **extra_args):
   del params, extra_args, mu_dtype
   _errors.expect_state(state, (ScaleByAdamState,), "scale_by_adam")
   count = _numerics.safe_increment(state.count)
-  bc1, bc2 = _numerics.bias_correction_factor(b1, count), _numerics.bias_correction_factor(b2, count)
-  bc1_next = _numerics.bias_correction_factor(b1, _numerics.safe_increment(count)) if nesterov else None
+  corrections = _adam_corrections(b1, b2, count, nesterov)
 
   def leaf(g, mu, nu):
-    new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2)
-    mu_hat = _adam_first_moment_hat(g, new_mu, b1, bc1, bc1_next, nesterov)
-    nu_hat = _debias(new_nu, bc2)
+    mu_hat, nu_hat, new_mu, new_nu = _adam_hats(g, mu, nu, b1, b2, corrections, nesterov)
     step = _numerics.div(mu_hat, jnp.sqrt(nu_hat + eps_root) + eps)
     return step, _keep_dtype(new_mu, mu), _keep_dtype(new_nu, nu)
 
@@ -311,13 +322,10 @@ def _radam_update(updates, state, params=None, *, b1, b2, eps, eps_root, thresho
   # The variance rectification factor r_t of Liu et al. (2020), eq. (13); used only where rho >= threshold.
   rect = jnp.sqrt((rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho))
   use_rect = rho >= threshold
-  bc1, bc2 = _numerics.bias_correction_factor(b1, count), _numerics.bias_correction_factor(b2, count)
-  bc1_next = _numerics.bias_correction_factor(b1, _numerics.safe_increment(count)) if nesterov else None
+  corrections = _adam_corrections(b1, b2, count, nesterov)
 
   def leaf(g, mu, nu):
-    new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2)
-    mu_hat = _adam_first_moment_hat(g, new_mu, b1, bc1, bc1_next, nesterov)
-    nu_hat = _debias(new_nu, bc2)
+    mu_hat, nu_hat, new_mu, new_nu = _adam_hats(g, mu, nu, b1, b2, corrections, nesterov)
     rectified = _numerics.div(rect.astype(mu_hat.dtype) * mu_hat, jnp.sqrt(nu_hat + eps_root) + eps)
     rectified, mu_hat = _numerics.promote(rectified, mu_hat)
     return jnp.where(use_rect, rectified, mu_hat), _keep_dtype(new_mu, mu), _keep_dtype(new_nu, nu)

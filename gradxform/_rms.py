@@ -60,6 +60,14 @@ def _scale_leaf(scaling, g):
   return _numerics.mul(scaling, g)
 
 
+def _step_correction(state, decay, bias_correction):
+  """(new count, 1 - decay^t) when bias-correcting, else (None, None)."""
+  if not bias_correction:
+    return None, None
+  count = _numerics.safe_increment(state.count)
+  return count, _numerics.bias_correction_factor(decay, count)
+
+
 def _check_rms_args(fn, decay, eps):
   _errors.check_decay(fn, "decay", decay)
   _errors.check_nonnegative(fn, "eps", eps)
@@ -79,8 +87,7 @@ def _rms_update(updates, state, params=None, *, decay, eps, initial_scale, eps_i
   del params, extra_args, initial_scale
   _errors.expect_state(state, (ScaleByRmsWithCountState if bias_correction else ScaleByRmsState,),
                        "scale_by_rms")
-  count = _numerics.safe_increment(state.count) if bias_correction else None
-  correction = _numerics.bias_correction_factor(decay, count) if bias_correction else None
+  count, correction = _step_correction(state, decay, bias_correction)
 
   def leaf(g, nu):
     new_nu = _moving_average(_square(g), nu, decay)
@@ -127,8 +134,7 @@ def _stddev_update(updates, state, params=None, *, decay, eps, initial_scale, ep
   del params, extra_args, initial_scale
   _errors.expect_state(state, (ScaleByRStdDevWithCountState if bias_correction else ScaleByRStdDevState,),
                        "scale_by_stddev")
-  count = _numerics.safe_increment(state.count) if bias_correction else None
-  correction = _numerics.bias_correction_factor(decay, count) if bias_correction else None
+  count, correction = _step_correction(state, decay, bias_correction)
 
   def leaf(g, mu, nu):
     new_mu = _moving_average(g, mu, decay)
