@@ -89,6 +89,8 @@ def _value_key(value: Any) -> Any:
   """A hashable key that is equal for equal hyperparameters (arrays compare by identity)."""
   if isinstance(value, (jax.Array, np.ndarray, jax.core.Tracer)):
     return _ByIdentity(value)
+  if isinstance(value, (bool, int, float, complex, np.generic)):
+    return (type(value), value)  # 1, 1.0 and True are equal in Python but give different dtypes
   if isinstance(value, (list, tuple)):
     return (type(value), tuple(_value_key(v) for v in value))
   if isinstance(value, dict):

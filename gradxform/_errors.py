@@ -7,7 +7,6 @@ so it costs nothing inside a compiled step and never changes numerics.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import jax
@@ -70,11 +69,11 @@ class StateMismatchError(GradxformError, ValueError):
 # Hyperparameter checks (construction time; traced values are accepted as they are).
 
 
-def _concrete_number(value: Any) -> float | None:
-  """Returns `value` as a Python float when it is a concrete scalar, None when traced or an array."""
-  if isinstance(value, jax.core.Tracer):
+def concrete_number(value: Any) -> float | None:
+  """`value` as a Python float when it is a concrete real scalar; None when traced, an array or not a number."""
+  if isinstance(value, (jax.core.Tracer, str, bytes)):
     return None
-  if isinstance(value, (numbers.Number, np.generic)):
+  if isinstance(value, (bool, int, float, np.integer, np.floating, np.bool_)):
     return float(value)
   if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
     try:
@@ -100,7 +99,7 @@ def check_number(fn: str, name: str, value: Any, *, low: float | None = None, hi
   expected = "a number" + (" or a schedule" if allow_schedule else "")
   if value is None and allow_none or callable(value) and allow_schedule:
     return
-  number = None if isinstance(value, (str, bytes)) else _concrete_number(value)
+  number = concrete_number(value)
   if number is None:
     if isinstance(value, (jax.Array, np.ndarray, jax.core.Tracer)):
       return  # traced or array-valued hyperparameters are accepted as they are

@@ -102,27 +102,40 @@ def map_updates(fn: Callable, updates: Any) -> Any:
 # Creating and casting trees.
 
 
+def _tied_zeros(x: jax.Array, dtype: Any) -> jax.Array:
+  """Zeros computed from `x` (so under jit they inherit x's sharding), NaN- and inf-safe.
+
+  Under `jax.jit(tx.init)` a fresh `jnp.zeros` constant is placed on one device and the state loses the
+  param's sharding; `0 * x` would keep it but turns an inf param into a NaN state. |x * 0| where x is
+  finite, else 0, is zero everywhere and still depends on x.
+  """
+  scaled = x * 0 if jnp.iscomplexobj(x) else jnp.abs(x * 0)  # abs: no -0.0 from negative params
+  zeros = jnp.where(jnp.isfinite(x), scaled, jnp.zeros((), x.dtype))
+  return zeros if dtype is None else zeros.astype(dtype)
+
+
 def _zeros_leaf(x: Any, dtype: Optional[Any]) -> Any:
   if x is None:
     return None
   if isinstance(x, jax.ShapeDtypeStruct):
     return jnp.zeros(x.shape, dtype or x.dtype, device=x.sharding)
-  return jnp.zeros_like(x, dtype=dtype)
+  if isinstance(x, jax.core.Tracer) and jnp.issubdtype(x.dtype, jnp.inexact):
+    return _tied_zeros(x, dtype)
+  return jnp.zeros_like(x, dtype=dtype)  # eager: keeps the sharding of x
 
 
 def zeros_like(tree: Any, dtype: Optional[Any] = None) -> Any:
-  """Zeros shaped like each leaf (dtype and sharding of the leaf unless `dtype` is given)."""
+  """Zeros shaped like each leaf, with its dtype (unless `dtype` is given) and its sharding, also under jit."""
   return jax.tree.map(lambda x: _zeros_leaf(x, dtype), tree, is_leaf=is_none)
 
 
 def full_like(tree: Any, fill_value: Any, dtype: Optional[Any] = None) -> Any:
-  """`fill_value` shaped like each leaf (dtype of the leaf unless `dtype` is given)."""
+  """`fill_value` shaped like each leaf, with its dtype (unless `dtype` is given) and its sharding."""
   def leaf(x):
-    if x is None:
-      return None
-    if isinstance(x, jax.ShapeDtypeStruct):
-      return jnp.full(x.shape, fill_value, dtype or x.dtype, device=x.sharding)
-    return jnp.full_like(x, fill_value, dtype=dtype)
+    zeros = _zeros_leaf(x, dtype)
+    if zeros is None or isinstance(fill_value, (int, float)) and fill_value == 0:
+      return zeros
+    return _numerics.add(zeros, fill_value)
   return jax.tree.map(leaf, tree, is_leaf=is_none)
 
 

@@ -234,3 +234,37 @@ def test_tree_level_moment_helpers_match_optax():
     count = jnp.array(3, jnp.int32)
     assert_trees_equivalent(gradxform.bias_correction(params, 0.9, count),
                             optax.tree.bias_correction(params, 0.9, count), "bias_correction")
+
+
+def test_jitted_init_keeps_the_param_sharding(tmp_path):
+  """Under jax.jit(tx.init) the state follows each param's sharding (optax's lands replicated)."""
+  import subprocess
+  import sys
+  import textwrap
+  script = textwrap.dedent("""
+      import os
+      os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+      import jax, jax.numpy as jnp
+      from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+      import gradxform
+      mesh = jax.make_mesh((4,), ("x",), axis_types=(AxisType.Auto,))
+      sharding = NamedSharding(mesh, P("x"))
+      params = {"w": jax.device_put(jnp.array([[1.0], [jnp.inf], [-2.0], [3.0]]), sharding)}
+      tx = gradxform.chain(gradxform.clip_by_global_norm(1.0), gradxform.adamw(1e-3),
+                           gradxform.rmsprop(0.1, initial_scale=1.0))
+      for init in (tx.init, jax.jit(tx.init)):
+        state = init(params)
+        for leaf in (state[1][0].mu["w"], state[1][0].nu["w"], state[2][0].nu["w"]):
+          assert leaf.sharding.spec == P("x"), leaf.sharding
+          assert bool(jnp.all(jnp.isfinite(leaf))), leaf
+        assert bool(jnp.all(state[2][0].nu["w"] == 1.0))
+      print("ok")
+  """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_int_and_float_hyperparameters_are_not_confused():
+  assert gradxform.scale(1) != gradxform.scale(1.0)
+  assert gradxform.constant_schedule(1) != gradxform.constant_schedule(1.0)
+  assert gradxform.scale(2.0) == gradxform.scale(2.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 
@@ -183,17 +184,31 @@ def _assert_same_jitted(ours, expected, counts, ref, where):
     assert np.isnan(expected_np[i]) or abs(expected_np[i] - eager) <= 1e-6 * scale, where
 
 
+def _case_index(name, kwargs):
+  return next(i for i, c in enumerate(CASES) if c.values[0] == name and c.values[1] is kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_over_counts():
+  """Every case evaluated at every count, in one jitted program per library (two compiles in all,
+  instead of two per case; the values are the same as with one program per case)."""
+  ours = [_build(gs, c.values[0], c.values[1]) for c in CASES]
+  refs = [_build(optax, c.values[0], c.values[1]) for c in CASES]
+  counts = jnp.asarray(COUNTS)
+  values = jax.jit(lambda n: [jax.vmap(s)(n) for s in ours])(counts)
+  with jax.numpy_dtype_promotion("standard"):
+    expected = jax.jit(lambda n: [jax.vmap(s)(n) for s in refs])(counts)
+  return values, expected, refs
+
+
 @pytest.mark.parametrize("name, kwargs, edges", CASES)
 def test_matches_optax_jitted_over_counts(name, kwargs, edges):
   for edge in edges:  # the table's boundaries are all probed before, at and after
     assert {edge - 1, edge, edge + 1} <= set(COUNTS.tolist()), edge
-  ref, ours = _build(optax, name, kwargs), _build(gs, name, kwargs)
-  counts = jnp.asarray(COUNTS)
-  with jax.numpy_dtype_promotion("standard"):
-    expected = jax.jit(jax.vmap(ref))(counts)
-  values = jax.jit(jax.vmap(ours))(counts)
-  assert values.shape == COUNTS.shape
-  _assert_same_jitted(values, expected, COUNTS, ref, "jit(vmap)")
+  i = _case_index(name, kwargs)
+  values, expected, refs = _jitted_over_counts()
+  assert values[i].shape == COUNTS.shape
+  _assert_same_jitted(values[i], expected[i], COUNTS, refs[i], "jit(vmap)")
 
 
 _FIRST_CASE_OF_EACH = [next(c for c in CASES if c.values[0] == n) for n in NAMES]
@@ -214,16 +229,30 @@ def test_matches_optax_eagerly_on_scalar_counts(name, kwargs, edges):
       _assert_same(ours(make(point)), _eager_ref(ref, make(point)), f"count={point} as {kind}")
 
 
+_TRACED_POINTS = np.array(sorted({0, 2**31 - 1, *(e for c in _FIRST_CASE_OF_EACH for e in c.values[2])}),
+                          dtype=np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_on_scalars():
+  """The first case of each schedule, jitted on an unbatched int32 count (one program per library)."""
+  ours = [_build(gs, c.values[0], c.values[1]) for c in _FIRST_CASE_OF_EACH]
+  refs = [_build(optax, c.values[0], c.values[1]) for c in _FIRST_CASE_OF_EACH]
+  run = jax.jit(lambda n: [jnp.asarray(s(n)) for s in ours])
+  values = [run(n) for n in _TRACED_POINTS]
+  with jax.numpy_dtype_promotion("standard"):
+    run_ref = jax.jit(lambda n: [jnp.asarray(s(n)) for s in refs])
+    expected = [run_ref(n) for n in _TRACED_POINTS]
+  stack = lambda per_point: [jnp.stack(column) for column in zip(*per_point)]
+  return stack(values), stack(expected), refs
+
+
 @pytest.mark.parametrize("name, kwargs, edges", _FIRST_CASE_OF_EACH)
 def test_matches_optax_on_a_traced_scalar_count(name, kwargs, edges):
-  ref, ours = _build(optax, name, kwargs), _build(gs, name, kwargs)
-  points = np.array([0, *edges, 2**31 - 1], dtype=np.int32)
-  with jax.numpy_dtype_promotion("standard"):
-    jitted_ref = jax.jit(ref)
-    expected = jnp.stack([jnp.asarray(jitted_ref(c)) for c in points])
-  jitted = jax.jit(ours)
-  values = jnp.stack([jnp.asarray(jitted(c)) for c in points])
-  _assert_same_jitted(values, expected, points, ref, "jit(scalar)")
+  del edges
+  i = next(j for j, c in enumerate(_FIRST_CASE_OF_EACH) if c.values[1] is kwargs)
+  values, expected, refs = _jitted_on_scalars()
+  _assert_same_jitted(values[i], expected[i], _TRACED_POINTS, refs[i], f"jit(scalar) {name}")
 
 
 @pytest.mark.parametrize("name, kwargs", [
@@ -449,8 +478,8 @@ def test_traced_hyperparameters_are_accepted():
 def test_warmup_cosine_accepts_a_traced_peak_value():
   # optax 0.2.8 fails here (`peak_value == 0.0` on a tracer); gradxform picks alpha without branching.
   counts = jnp.arange(0, 12, dtype=jnp.int32)
+  traced = jax.jit(lambda p, c: jax.vmap(gs.warmup_cosine_decay_schedule(0.1, p, 2, 10, end_value=0.5))(c))
   for peak in (0.0, 2.0):
-    traced = jax.jit(lambda p, c: jax.vmap(gs.warmup_cosine_decay_schedule(0.1, p, 2, 10, end_value=0.5))(c))
     with jax.numpy_dtype_promotion("standard"):
-      expected = jax.vmap(optax.warmup_cosine_decay_schedule(0.1, peak, 2, 10, end_value=0.5))(counts)
+      expected = jax.jit(jax.vmap(optax.warmup_cosine_decay_schedule(0.1, peak, 2, 10, end_value=0.5)))(counts)
     chex.assert_trees_all_close(traced(jnp.float32(peak), counts), expected, rtol=1e-6, atol=1e-7)

@@ -21,18 +21,7 @@ from gradxform import _errors
 _PYTHON_SCALARS = (bool, int, float, complex)
 
 
-def concrete(value: Any) -> float | None:
-  """`value` as a Python float when it is a concrete real scalar; None when traced or not a scalar."""
-  if isinstance(value, jax.core.Tracer) or isinstance(value, (str, bytes)):
-    return None
-  if isinstance(value, (bool, int, float, np.integer, np.floating, np.bool_)):
-    return float(value)
-  if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
-    try:
-      return float(value)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-      return None
-  return None
+concrete = _errors.concrete_number
 
 
 def _is_floating(x: Any) -> bool:
@@ -63,17 +52,17 @@ def as_float(x: Any) -> Any:
     return jnp.asarray(x) * 1.0
 
 
-def align(a: Any, b: Any) -> tuple[Any, Any]:
+def align(a: Any, b: Any, *, for_jnp: bool = False) -> tuple[Any, Any]:
   """Converts the integer side of an integer/float pair to float, as standard promotion would.
 
-  Pairs with no JAX array in them are left alone: Python or NumPy computes those, as it does in optax
-  (call sites that hand such a pair to a `jnp` function convert with `jnp.asarray` first).
+  Python scalars are left alone (they are weakly typed, so strict promotion accepts them, and Python
+  computes a pair of them, as in optax). A NumPy integer is converted only when the pair goes to a
+  `jnp` function (`for_jnp`) or meets a JAX array; otherwise NumPy computes it, as in optax.
   """
-  if not (isinstance(a, (jax.Array, jax.core.Tracer)) or isinstance(b, (jax.Array, jax.core.Tracer))):
-    return a, b
-  if _is_integral_array(a) and _is_floating(b):
+  is_jax = lambda x: isinstance(x, (jax.Array, jax.core.Tracer))
+  if _is_integral_array(a) and _is_floating(b) and (is_jax(a) or is_jax(b) or for_jnp):
     a = as_float(a)
-  if _is_integral_array(b) and _is_floating(a):
+  if _is_integral_array(b) and _is_floating(a) and (is_jax(a) or is_jax(b) or for_jnp):
     b = as_float(b)
   return a, b
 

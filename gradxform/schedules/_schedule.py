@@ -2,7 +2,9 @@
 
 Every constructor validates its arguments and returns a `Bound` (a module-level function with its
 hyperparameters), so schedules compare and hash by value. The arithmetic follows optax's operation
-order, so values agree with optax to the last bit, eager and under `jax.jit`.
+order, so values, dtypes and weak types agree with optax to the last bit, eager and under `jax.jit`,
+with one deliberate exception: a polynomial schedule whose transition is over returns exactly
+`end_value` under jit too (optax can return NaN there, see `_polynomial`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def constant_schedule(value: jax.typing.ArrayLike) -> Schedule:
 def _polynomial(count, *, init_value, end_value, power, transition_steps, transition_begin):
   count, begin = align(count, transition_begin)
   done = count - begin
-  done, steps = align(jnp.asarray(done), transition_steps)
+  done, steps = align(done, transition_steps, for_jnp=True)
   done = jnp.clip(done, 0, steps)
   # Optax's `1 - done / steps`, except exactly 0 once the transition is over: under jit XLA divides by
   # a constant through its reciprocal, so `steps / steps` can land an ulp off 1 (optax then returns
@@ -209,7 +211,7 @@ def _cosine(count, *, init_value, decay_steps, alpha, exponent):
   # Python ints become floats first, so a huge count cannot overflow int32 (optax does the same).
   steps = float(decay_steps) if isinstance(decay_steps, int) else decay_steps
   count = float(count) if isinstance(count, int) else count
-  count, steps = align(jnp.asarray(count), steps)
+  count, steps = align(count, steps, for_jnp=True)
   count = as_float(jnp.minimum(count, steps))
   angle, steps = align(jnp.pi * count, steps)
   cosine = 0.5 * (1 + jnp.cos(angle / steps))
@@ -311,7 +313,7 @@ def _piecewise_interpolate(count, *, interpolate_type, init_value, boundaries, s
   bounds = jnp.stack((0,) + boundaries)
   values = as_float(jnp.cumprod(jnp.stack((init_value,) + scales)))
   sizes = jnp.maximum(bounds[1:] - bounds[:-1], 1)
-  count, bounds = align(jnp.asarray(count), bounds)
+  count, bounds = align(count, bounds)
   starts, ends = bounds[:-1], bounds[1:]
   inside = as_float(jnp.logical_and(starts <= count, count < ends))
   pct = (count - starts) / sizes
