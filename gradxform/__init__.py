@@ -18,6 +18,7 @@ from gradxform._alias import radam as radam
 from gradxform._alias import rmsprop as rmsprop
 from gradxform._alias import sgd as sgd
 from gradxform._base import ArrayTree as ArrayTree
+from gradxform._base import EmptyState as AddDecayedWeightsState
 from gradxform._base import EmptyState as EmptyState
 from gradxform._base import GradientTransformation as GradientTransformation
 from gradxform._base import GradientTransformationExtraArgs as GradientTransformationExtraArgs

@@ -171,6 +171,6 @@ def squared_norm(tree: Any) -> jax.Array:
   return total
 
 
-def global_norm(tree: Any) -> jax.Array:
-  """The L2 norm of all leaves together (per-leaf sums, no concatenation)."""
-  return jnp.sqrt(squared_norm(tree))
+def global_norm(updates: Any) -> jax.Array:
+  """The L2 norm of all leaves of `updates` together (per-leaf sums, no concatenation)."""
+  return jnp.sqrt(squared_norm(updates))
