@@ -58,6 +58,12 @@ def promote(*xs):
   optax (which relies on standard promotion) when state, updates and hyperparameters mix dtypes.
   Python scalars are returned as they are (they are weakly typed and never widen an array).
   """
+  arrays = [x for x in xs if not isinstance(x, (bool, int, float, complex))]
+  if arrays and not any(isinstance(x, complex) for x in xs):
+    first = jnp.asarray(arrays[0]).dtype
+    # Fast path (most calls): one dtype, inexact, so Python scalars cannot change it.
+    if jnp.issubdtype(first, jnp.inexact) and all(jnp.asarray(x).dtype == first for x in arrays[1:]):
+      return xs
   with jax.numpy_dtype_promotion("standard"):
     dtype = jnp.result_type(*xs)
   return tuple(x if isinstance(x, (bool, int, float, complex)) or jnp.asarray(x).dtype == dtype
