@@ -18,7 +18,6 @@ from gradxform._alias import radam as radam
 from gradxform._alias import rmsprop as rmsprop
 from gradxform._alias import sgd as sgd
 from gradxform._base import ArrayTree as ArrayTree
-from gradxform._base import EmptyState as AddDecayedWeightsState
 from gradxform._base import EmptyState as EmptyState
 from gradxform._base import GradientTransformation as GradientTransformation
 from gradxform._base import GradientTransformationExtraArgs as GradientTransformationExtraArgs
@@ -101,5 +100,7 @@ from gradxform.schedules import sgdr_schedule as sgdr_schedule
 from gradxform.schedules import warmup_constant_schedule as warmup_constant_schedule
 from gradxform.schedules import warmup_cosine_decay_schedule as warmup_cosine_decay_schedule
 from gradxform.schedules import warmup_exponential_decay_schedule as warmup_exponential_decay_schedule
+
+AddDecayedWeightsState = EmptyState  # optax exports this alias for the state of a constant weight decay
 
 __version__ = "0.1.0"

@@ -5,7 +5,6 @@ relies on implicit promotion in places; gradxform must not.
 """
 
 import jax
-import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
