@@ -8,6 +8,7 @@ static argument of `jax.jit` without retracing when it is built again.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Protocol, Union
 
@@ -141,8 +142,7 @@ class Bound:
     return f"{self.label or self.func.__name__}({args})"
 
   @property
-  def __signature__(self):
-    import inspect  # pylint: disable=import-outside-toplevel
+  def __signature__(self):  # what tools see: the function's parameters minus the fixed ones
     sig = inspect.signature(self.func)
     return sig.replace(parameters=[p for p in sig.parameters.values() if p.name not in self.keywords])
 
