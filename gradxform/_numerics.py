@@ -76,6 +76,12 @@ def add(a, b):
   return a + b
 
 
+def sub(a, b):
+  """a - b with the dtype standard promotion gives."""
+  a, b = promote(a, b)
+  return a - b
+
+
 def mul(a, b):
   """a * b with the dtype standard promotion gives."""
   a, b = promote(a, b)

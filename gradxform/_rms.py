@@ -141,7 +141,7 @@ def _stddev_update(updates, state, params=None, *, decay, eps, initial_scale, ep
     new_nu = _moving_average(_square(g), nu, decay)
     mu_hat = _debias(new_mu, correction) if bias_correction else new_mu
     nu_hat = _debias(new_nu, correction) if bias_correction else new_nu
-    variance = nu_hat - _numerics.abs_sq(mu_hat)
+    variance = _numerics.sub(nu_hat, _numerics.abs_sq(mu_hat))  # complex-typed nu minus a real |mu|^2
     return (_scale_leaf(_inverse_root(variance, eps, eps_in_sqrt), g), _keep_dtype(new_mu, mu),
             _keep_dtype(new_nu, nu))
 
@@ -179,7 +179,7 @@ def _rss_update(updates, state, params=None, *, initial_accumulator_value, eps, 
   _errors.expect_state(state, (ScaleByRssState,), "scale_by_rss")
 
   def leaf(g, total):
-    new_total = _numerics.abs_sq(g) + total
+    new_total = _numerics.add(_numerics.abs_sq(g), total)
     scaling = jnp.where(new_total > 0, jax.lax.rsqrt(new_total + eps), 0.0)
     return _scale_leaf(scaling, g), _keep_dtype(new_total, total)
 

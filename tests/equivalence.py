@@ -92,7 +92,8 @@ def gradients(params, step: int):
   out = []
   for i, (k, p) in enumerate(zip(keys, leaves)):
     magnitude = 10.0 ** ((i % 3) - 1)  # 0.1, 1, 10: makes global-norm clipping bite on some steps
-    out.append((magnitude * jax.random.normal(k, jnp.shape(p), jnp.float32)).astype(p.dtype))
+    noise_dtype = p.dtype if jnp.iscomplexobj(p) else jnp.float32  # complex leaves get complex noise
+    out.append((magnitude * jax.random.normal(k, jnp.shape(p), noise_dtype)).astype(p.dtype))
   return jax.tree.unflatten(treedef, out)
 
 
@@ -121,7 +122,8 @@ def assert_trees_equivalent(ours, theirs, what: str, rtol: float | None = None) 
   chex.assert_trees_all_equal_structs(ours, theirs)
   chex.assert_trees_all_equal_dtypes(ours, theirs)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    wide = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64
+    a, b = np.asarray(a, wide), np.asarray(b, wide)
     tol = rtol or _tolerance(a)
     # Absolute slack scales with the leaf's magnitude: p + u with |u| >> |p| keeps |u|'s rounding.
     scale = max(1.0, float(np.max(np.abs(b), initial=0.0, where=np.isfinite(b))))

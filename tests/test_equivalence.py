@@ -96,3 +96,19 @@ def _centred_with_bias_correction(spec):
 def test_equivalent_to_optax(spec, jit):
   assert_equivalent(spec, steps=8 if spec.name in LONG_RUNS else 3, jit=jit,
                     noisy_first_update=_centred_with_bias_correction(spec))
+
+
+COMPLEX_PARAMS = {"c": (jnp.arange(6.0, dtype=jnp.float32) - 2.5).astype(jnp.complex64) * (1 + 0.5j),
+                  "r": jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32).reshape(2, 3)}
+
+COMPLEX_ROWS = [
+    Ref("sgd", 0.1, momentum=0.9), Ref("adam", 1e-2), Ref("adamw", 1e-2), Ref("rmsprop", 1e-2, centered=True),
+    Ref("adagrad", 0.1), Ref("adadelta"), Ref("amsgrad", 1e-2), Ref("adamax", 1e-2), Ref("radam", 1e-2),
+    Ref("chain", Ref("clip_by_global_norm", 1.0), Ref("nadam", 1e-2)), Ref("ema", 0.9),
+]
+
+
+@pytest.mark.parametrize("spec", COMPLEX_ROWS, ids=repr)
+def test_complex_parameters_match_optax(spec):
+  """Complex leaves work wherever optax supports them (|g|^2 moments, real-valued norms)."""
+  assert_equivalent(spec, params=COMPLEX_PARAMS, jit=True)
