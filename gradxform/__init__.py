@@ -48,6 +48,7 @@ from gradxform._decay import add_decayed_weights as add_decayed_weights
 from gradxform._errors import GradxformError as GradxformError
 from gradxform._errors import HyperparameterError as HyperparameterError
 from gradxform._errors import HyperparameterTypeError as HyperparameterTypeError
+from gradxform._errors import LeafTypeError as LeafTypeError
 from gradxform._errors import MissingParamsError as MissingParamsError
 from gradxform._errors import StateMismatchError as StateMismatchError
 from gradxform._errors import TreeMismatchError as TreeMismatchError

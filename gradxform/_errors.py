@@ -57,6 +57,10 @@ class HyperparameterTypeError(GradxformError, TypeError):
   """A hyperparameter given at construction has a type that cannot work (a string learning rate)."""
 
 
+class LeafTypeError(GradxformError, TypeError):
+  """An update leaf has a dtype a gradient transformation cannot work with (integer, bool)."""
+
+
 class MissingParamsError(GradxformError, ValueError):
   """A transformation that needs `params` was called with `params=None`."""
 
@@ -197,6 +201,13 @@ def raise_tree_mismatch(name_a: str, a: Any, name_b: str, b: Any) -> None:
     raise TreeMismatchError(f"{name_a} and {name_b} have different tree structures: {detail}")
   where, what = found
   raise TreeMismatchError(f"{name_a} and {name_b} differ at {where}: {what}")
+
+
+def raise_leaf_dtype(path: str, dtype: Any) -> None:
+  """Raises LeafTypeError for an update leaf that is not floating point or complex."""
+  raise LeafTypeError(
+      f"updates at {path} have dtype {dtype}: gradient transformations need floating-point or complex "
+      "updates; pass None for that leaf (as equinox.filter does) or leave it out of the tree")
 
 
 def raise_shape_mismatch(name_a: str, name_b: str, path: str, shape_a, shape_b) -> None:

@@ -52,6 +52,21 @@ def _shape(x: Any) -> tuple:
   return tuple(np.shape(x))
 
 
+def _dtype(x: Any):
+  return x.dtype if hasattr(x, "dtype") else np.result_type(x)
+
+
+def _is_inexact(x: Any) -> bool:
+  return isinstance(x, (float, complex)) or jnp.issubdtype(_dtype(x), jnp.inexact)
+
+
+def check_inexact(updates: Any, g_leaves: list) -> None:
+  """Raises LeafTypeError naming the first integer/bool update leaf (a trace-time check on dtypes)."""
+  for i, g in enumerate(g_leaves):
+    if g is not None and not _is_inexact(g):
+      _errors.raise_leaf_dtype(leaf_paths(updates)[i], _dtype(g))
+
+
 def leafwise(fn: Callable, updates: Any, states: Sequence[Any] = (), extras: Sequence[Any] = (), *,
              state_names: Sequence[str] = (), extra_names: Sequence[str] = (),
              check_shapes: bool = True) -> tuple[Any, tuple]:
@@ -70,6 +85,7 @@ def leafwise(fn: Callable, updates: Any, states: Sequence[Any] = (), extras: Seq
     the state leaves are returned unchanged.
   """
   g_leaves, treedef = flatten(updates)
+  check_inexact(updates, g_leaves)
   names = list(state_names) + list(extra_names)
   names += [f"tree {i}" for i in range(len(names), len(states) + len(extras))]
   columns = [leaves_matching(treedef, tree, "updates", updates, name)
@@ -94,8 +110,10 @@ def leafwise(fn: Callable, updates: Any, states: Sequence[Any] = (), extras: Seq
 
 
 def map_updates(fn: Callable, updates: Any) -> Any:
-  """`fn` over every non-None leaf of `updates` (None leaves stay None)."""
-  return jax.tree.map(lambda g: None if g is None else fn(g), updates, is_leaf=is_none)
+  """`fn` over every non-None leaf of `updates` (None leaves stay None); integer leaves are an error."""
+  g_leaves, treedef = flatten(updates)
+  check_inexact(updates, g_leaves)
+  return treedef.unflatten([None if g is None else fn(g) for g in g_leaves])
 
 
 # ----------------------------------------------------------------------------------------------

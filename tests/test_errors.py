@@ -61,6 +61,19 @@ TREE_CASES = [
      gradxform.TreeMismatchError, ["new_tensors and old_tensors"]),
 ]
 
+DTYPE_CASES = [
+    ("integer gradient leaf",
+     lambda: gradxform.adam(0.1).update({"w": jnp.ones(2), "step": jnp.array(3)},
+                                         gradxform.adam(0.1).init({"w": jnp.ones(2), "step": jnp.array(3)})),
+     gradxform.LeafTypeError, ["adam", "scale_by_adam (chain step 1 of 2)", "['step']", "int32", "None"]),
+    ("bool gradient leaf in a stateless transformation",
+     lambda: gradxform.clip_by_global_norm(1.0).update({"mask": jnp.array([True])}, gradxform.EmptyState()),
+     gradxform.LeafTypeError, ["clip_by_global_norm", "['mask']", "bool"]),
+    ("integer gradient leaf in scale",
+     lambda: gradxform.scale(2.0).update([jnp.ones(2), jnp.arange(3)], gradxform.EmptyState()),
+     gradxform.LeafTypeError, ["scale", "[1]", "int32"]),
+]
+
 STATE_CASES = [
     ("state of another optimizer",
      lambda: gradxform.sgd(0.1, momentum=0.9).update(_grads(), gradxform.adam(0.1).init(PARAMS)),
@@ -118,7 +131,7 @@ HYPERPARAMETER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", TREE_CASES + STATE_CASES + HYPERPARAMETER_CASES, ids=lambda c: c[0])
+@pytest.mark.parametrize("case", TREE_CASES + DTYPE_CASES + STATE_CASES + HYPERPARAMETER_CASES, ids=lambda c: c[0])
 def test_misuse_is_named(case):
   _, call, error_type, fragments = case
   with pytest.raises(error_type) as info:
@@ -129,7 +142,7 @@ def test_misuse_is_named(case):
   assert isinstance(info.value, gradxform.GradxformError)
 
 
-@pytest.mark.parametrize("case", TREE_CASES + STATE_CASES, ids=lambda c: c[0])
+@pytest.mark.parametrize("case", TREE_CASES + DTYPE_CASES + STATE_CASES, ids=lambda c: c[0])
 def test_misuse_is_named_under_jit_too(case):
   _, call, error_type, fragments = case
   with pytest.raises(error_type) as info:
@@ -142,6 +155,7 @@ def test_error_types_are_standard_exceptions():
   assert issubclass(gradxform.HyperparameterError, ValueError)
   assert issubclass(gradxform.HyperparameterTypeError, TypeError)
   assert issubclass(gradxform.MissingParamsError, ValueError)
+  assert issubclass(gradxform.LeafTypeError, TypeError)
 
 
 def test_full_message_reads_as_documented():
