@@ -268,3 +268,13 @@ def test_int_and_float_hyperparameters_are_not_confused():
   assert gradxform.scale(1) != gradxform.scale(1.0)
   assert gradxform.constant_schedule(1) != gradxform.constant_schedule(1.0)
   assert gradxform.scale(2.0) == gradxform.scale(2.0)
+
+
+def test_transformations_pickle_and_copy_by_value():
+  import copy
+  import pickle
+  tx = gradxform.chain(gradxform.clip_by_global_norm(1.0),
+                       gradxform.adamw(gradxform.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100)))
+  restored = pickle.loads(pickle.dumps(tx))
+  assert restored == tx and hash(restored) == hash(tx)
+  assert copy.deepcopy(tx) == tx
