@@ -170,8 +170,8 @@ def first_difference(a: Any, b: Any, path: tuple = ()) -> tuple[str, str] | None
     return None
   if (a is None) != (b is None):
     return jax.tree_util.keystr(path) or "the root", f"{_describe(a)} vs {_describe(b)}"
-  node_a, kind_a = _node(a) if a is not None else (None, "None")
-  node_b, kind_b = _node(b) if b is not None else (None, "None")
+  node_a, kind_a = _node(a)
+  node_b, kind_b = _node(b)
   where = jax.tree_util.keystr(path) or "the root"
   if node_a is None and node_b is None:
     return None

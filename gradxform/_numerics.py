@@ -51,6 +51,11 @@ def safe_root_mean_squares(x: jax.typing.ArrayLike, min_rms: jax.typing.ArrayLik
   return jnp.where(rms <= min_rms, min_rms, jnp.sqrt(jnp.mean(abs_sq(x))))
 
 
+def dtype_of(x) -> np.dtype:
+  """The dtype of an array or scalar, read without converting it to a device array."""
+  return x.dtype if hasattr(x, "dtype") else np.result_type(x)
+
+
 def promote(*xs):
   """Casts the array arguments to the dtype standard promotion would give, explicitly.
 
@@ -60,13 +65,13 @@ def promote(*xs):
   """
   arrays = [x for x in xs if not isinstance(x, (bool, int, float, complex))]
   if arrays and not any(isinstance(x, complex) for x in xs):
-    first = jnp.asarray(arrays[0]).dtype
+    first = dtype_of(arrays[0])
     # Fast path (most calls): one dtype, inexact, so Python scalars cannot change it.
-    if jnp.issubdtype(first, jnp.inexact) and all(jnp.asarray(x).dtype == first for x in arrays[1:]):
+    if jnp.issubdtype(first, jnp.inexact) and all(dtype_of(x) == first for x in arrays[1:]):
       return xs
   with jax.numpy_dtype_promotion("standard"):
     dtype = jnp.result_type(*xs)
-  return tuple(x if isinstance(x, (bool, int, float, complex)) or jnp.asarray(x).dtype == dtype
+  return tuple(x if isinstance(x, (bool, int, float, complex)) or dtype_of(x) == dtype
                else jnp.asarray(x).astype(dtype) for x in xs)
 
 

@@ -52,19 +52,15 @@ def _shape(x: Any) -> tuple:
   return tuple(np.shape(x))
 
 
-def _dtype(x: Any):
-  return x.dtype if hasattr(x, "dtype") else np.result_type(x)
-
-
 def _is_inexact(x: Any) -> bool:
-  return isinstance(x, (float, complex)) or jnp.issubdtype(_dtype(x), jnp.inexact)
+  return isinstance(x, (float, complex)) or jnp.issubdtype(_numerics.dtype_of(x), jnp.inexact)
 
 
 def check_inexact(updates: Any, g_leaves: list) -> None:
   """Raises LeafTypeError naming the first integer/bool update leaf (a trace-time check on dtypes)."""
   for i, g in enumerate(g_leaves):
     if g is not None and not _is_inexact(g):
-      _errors.raise_leaf_dtype(leaf_paths(updates)[i], _dtype(g))
+      _errors.raise_leaf_dtype(leaf_paths(updates)[i], _numerics.dtype_of(g))
 
 
 def leafwise(fn: Callable, updates: Any, states: Sequence[Any] = (), extras: Sequence[Any] = (), *,
