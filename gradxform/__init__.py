@@ -102,6 +102,26 @@ from gradxform.schedules import warmup_constant_schedule as warmup_constant_sche
 from gradxform.schedules import warmup_cosine_decay_schedule as warmup_cosine_decay_schedule
 from gradxform.schedules import warmup_exponential_decay_schedule as warmup_exponential_decay_schedule
 
+# Families being added module by module: each module lists its public names in __all__.
+from gradxform._accumulate import *  # noqa: E402,F401,F403
+from gradxform._adaptive import *  # noqa: E402,F401,F403
+from gradxform._alias_adaptive import *  # noqa: E402,F401,F403
+from gradxform._alias_layerwise import *  # noqa: E402,F401,F403
+from gradxform._clip import *  # noqa: E402,F401,F403
+from gradxform._conditional import *  # noqa: E402,F401,F403
+from gradxform._factored import *  # noqa: E402,F401,F403
+from gradxform._finite import *  # noqa: E402,F401,F403
+from gradxform._layerwise import *  # noqa: E402,F401,F403
+from gradxform._lbfgs import *  # noqa: E402,F401,F403
+from gradxform._linear_algebra import *  # noqa: E402,F401,F403
+from gradxform._linesearch import *  # noqa: E402,F401,F403
+from gradxform._partition import *  # noqa: E402,F401,F403
+from gradxform._sampling import *  # noqa: E402,F401,F403
+from gradxform._scale import *  # noqa: E402,F401,F403
+from gradxform._sign import *  # noqa: E402,F401,F403
+from gradxform._wrappers import *  # noqa: E402,F401,F403
+from gradxform.schedules._inject import *  # noqa: E402,F401,F403
+
 AddDecayedWeightsState = EmptyState  # optax exports this alias for the state of a constant weight decay
 
 __version__ = "0.1.0"

@@ -10,6 +10,8 @@ from gradxform import _errors
 from gradxform import _numerics
 from gradxform import _tree
 
+__all__ = ["clip", "clip_by_global_norm"]
+
 
 def _clip_update(updates, state, params=None, *, max_delta, **extra_args):
   del params, extra_args

@@ -12,6 +12,8 @@ from gradxform import _errors
 from gradxform import _numerics
 from gradxform import _tree
 
+__all__ = ["ScaleByScheduleState", "scale", "scale_by_learning_rate", "scale_by_schedule"]
+
 
 class ScaleByScheduleState(NamedTuple):
   """State of `scale_by_schedule`: the step count fed to the schedule."""

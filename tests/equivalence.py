@@ -131,9 +131,9 @@ def assert_trees_equivalent(ours, theirs, what: str, rtol: float | None = None) 
 
 
 def _optax_update(tx):
-  def update(updates, state, params):
+  def update(updates, state, params, **extra_args):
     with jax.numpy_dtype_promotion("standard"):
-      return tx.update(updates, state, params)
+      return tx.update(updates, state, params, **extra_args)
   return update
 
 
@@ -143,7 +143,7 @@ def _optax_apply(params, updates):
 
 
 def assert_equivalent(spec, *, steps: int = 3, jit: bool = False, params=None,
-                      noisy_first_update: bool = False) -> None:
+                      noisy_first_update: bool = False, extra_args=None, grads_fn=None, rtol=None) -> None:
   """Runs `spec` (a Ref) in gradxform and in optax for `steps` steps and compares all outputs.
 
   `noisy_first_update`: the first update is rounding noise by construction (centred RMSprop with bias
@@ -165,15 +165,17 @@ def assert_equivalent(spec, *, steps: int = 3, jit: bool = False, params=None,
   assert_trees_equivalent(ours_state, theirs_state, f"{spec}: init state")
   ours_params = theirs_params = params
   for step in range(steps):
-    grads = gradients(params, step)
-    ours_updates, ours_state = ours_update(grads, ours_state, ours_params)
-    theirs_updates, theirs_state = theirs_update(grads, theirs_state, theirs_params)
+    grads = gradients(params, step) if grads_fn is None else grads_fn(theirs_params, step)
+    ours_kwargs = {} if extra_args is None else extra_args(ours_params, grads, step)
+    theirs_kwargs = {} if extra_args is None else extra_args(theirs_params, grads, step)
+    ours_updates, ours_state = ours_update(grads, ours_state, ours_params, **ours_kwargs)
+    theirs_updates, theirs_state = theirs_update(grads, theirs_state, theirs_params, **theirs_kwargs)
     if not noisy_first_update:
-      assert_trees_equivalent(ours_updates, theirs_updates, f"{spec}: updates at step {step}")
+      assert_trees_equivalent(ours_updates, theirs_updates, f"{spec}: updates at step {step}", rtol)
     elif step > 0:
-      assert_trees_equivalent(ours_updates, theirs_updates, f"{spec}: updates at step {step}", rtol=1e-3)
-    assert_trees_equivalent(ours_state, theirs_state, f"{spec}: state at step {step}")
+      assert_trees_equivalent(ours_updates, theirs_updates, f"{spec}: updates at step {step}", rtol or 1e-3)
+    assert_trees_equivalent(ours_state, theirs_state, f"{spec}: state at step {step}", rtol)
     ours_params = ours_apply(ours_params, ours_updates)
     theirs_params = theirs_apply(theirs_params, theirs_updates)
     if not noisy_first_update:
-      assert_trees_equivalent(ours_params, theirs_params, f"{spec}: params at step {step}")
+      assert_trees_equivalent(ours_params, theirs_params, f"{spec}: params at step {step}", rtol)

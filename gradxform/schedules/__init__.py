@@ -18,3 +18,4 @@ from gradxform.schedules._schedule import sgdr_schedule as sgdr_schedule
 from gradxform.schedules._schedule import warmup_constant_schedule as warmup_constant_schedule
 from gradxform.schedules._schedule import warmup_cosine_decay_schedule as warmup_cosine_decay_schedule
 from gradxform.schedules._schedule import warmup_exponential_decay_schedule as warmup_exponential_decay_schedule
+from gradxform.schedules._inject import *  # noqa: F401,F403
