@@ -109,6 +109,7 @@ from gradxform._alias_adaptive import *  # noqa: E402,F401,F403
 from gradxform._alias_layerwise import *  # noqa: E402,F401,F403
 from gradxform._clip import *  # noqa: E402,F401,F403
 from gradxform._conditional import *  # noqa: E402,F401,F403
+from gradxform._decay import *  # noqa: E402,F401,F403
 from gradxform._factored import *  # noqa: E402,F401,F403
 from gradxform._finite import *  # noqa: E402,F401,F403
 from gradxform._layerwise import *  # noqa: E402,F401,F403

@@ -14,6 +14,8 @@ from gradxform import _errors
 from gradxform import _numerics
 from gradxform import _tree
 
+__all__ = ["WeightDecaySchedule", "add_decayed_weights"]
+
 
 class WeightDecaySchedule(NamedTuple):
   """State of `add_decayed_weights` with a scheduled weight decay: the step count."""
