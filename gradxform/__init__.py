@@ -49,6 +49,7 @@ from gradxform._errors import GradxformError as GradxformError
 from gradxform._errors import HyperparameterError as HyperparameterError
 from gradxform._errors import HyperparameterTypeError as HyperparameterTypeError
 from gradxform._errors import LeafTypeError as LeafTypeError
+from gradxform._errors import MissingArgumentError as MissingArgumentError
 from gradxform._errors import MissingParamsError as MissingParamsError
 from gradxform._errors import StateMismatchError as StateMismatchError
 from gradxform._errors import TreeMismatchError as TreeMismatchError
@@ -126,3 +127,43 @@ from gradxform.schedules._inject import *  # noqa: E402,F401,F403
 AddDecayedWeightsState = EmptyState  # optax exports this alias for the state of a constant weight decay
 
 __version__ = "0.1.0"
+
+# Optax's top level also carries these names from its subpackages.
+from gradxform import assignment as assignment  # noqa: E402
+from gradxform import contrib as contrib  # noqa: E402
+from gradxform import experimental as experimental  # noqa: E402
+from gradxform import losses as losses  # noqa: E402
+from gradxform import microbatching as microbatching  # noqa: E402
+from gradxform import perturbations as perturbations  # noqa: E402
+from gradxform import projections as projections  # noqa: E402
+from gradxform import second_order as second_order  # noqa: E402
+from gradxform import transforms as transforms  # noqa: E402
+from gradxform import tree as tree  # noqa: E402
+from gradxform import tree_utils as tree_utils  # noqa: E402
+from gradxform.losses import convex_kl_divergence as convex_kl_divergence  # noqa: E402
+from gradxform.losses import cosine_distance as cosine_distance  # noqa: E402
+from gradxform.losses import cosine_similarity as cosine_similarity  # noqa: E402
+from gradxform.losses import ctc_loss as ctc_loss  # noqa: E402
+from gradxform.losses import ctc_loss_with_forward_probs as ctc_loss_with_forward_probs  # noqa: E402
+from gradxform.losses import generalized_kl_divergence as generalized_kl_divergence  # noqa: E402
+from gradxform.losses import hinge_loss as hinge_loss  # noqa: E402
+from gradxform.losses import huber_loss as huber_loss  # noqa: E402
+from gradxform.losses import kl_divergence as kl_divergence  # noqa: E402
+from gradxform.losses import l2_loss as l2_loss  # noqa: E402
+from gradxform.losses import log_cosh as log_cosh  # noqa: E402
+from gradxform.losses import ntxent as ntxent  # noqa: E402
+from gradxform.losses import safe_softmax_cross_entropy as safe_softmax_cross_entropy  # noqa: E402
+from gradxform.losses import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy  # noqa: E402
+from gradxform.losses import sigmoid_focal_loss as sigmoid_focal_loss  # noqa: E402
+from gradxform.losses import smooth_labels as smooth_labels  # noqa: E402
+from gradxform.losses import softmax_cross_entropy as softmax_cross_entropy  # noqa: E402
+from gradxform.losses import (  # noqa: E402
+    softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels)
+from gradxform.losses import squared_error as squared_error  # noqa: E402
+from gradxform.microbatching import microbatch as microbatch  # noqa: E402
+from gradxform.tree_utils import tree_map_params as tree_map_params  # noqa: E402
+from gradxform.tree_utils import tree_update_moment_per_elem_norm as update_moment_per_elem_norm  # noqa: E402
+
+# Optax's names for the (empty) states of stateless transformations.
+ScaleByTrustRatioState = EmptyState
+ScaleState = EmptyState

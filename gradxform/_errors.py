@@ -65,6 +65,10 @@ class MissingParamsError(GradxformError, ValueError):
   """A transformation that needs `params` was called with `params=None`."""
 
 
+class MissingArgumentError(GradxformError, TypeError):
+  """A transformation that needs an extra keyword argument of `update` (`value=`, `sample_size=`…) lacks it."""
+
+
 class StateMismatchError(GradxformError, ValueError):
   """The state passed to `update` does not belong to this transformation."""
 
@@ -221,6 +225,16 @@ def require_params(params: Any, fn: str) -> None:
   if params is None:
     raise MissingParamsError(
         f"{fn} needs the current parameters: call `update(updates, state, params)` with params")
+
+
+def require_extra_args(fn: str, extra_args: dict, names: tuple[str, ...]) -> None:
+  """Raises MissingArgumentError naming the keyword arguments of `update` that `fn` needs and did not get."""
+  missing = [name for name in names if extra_args.get(name) is None]
+  if missing:
+    given = ", ".join(sorted(extra_args)) or "none"
+    raise MissingArgumentError(
+        f"{fn} needs the keyword argument(s) {', '.join(missing)} in `update(updates, state, params, ...)`; "
+        f"got: {given}")
 
 
 def expect_state(state: Any, classes: tuple, fn: str) -> None:

@@ -1,4 +1,4 @@
-"""Scaling by a constant, a schedule, or a learning rate."""
+"""Scaling by a constant, a schedule, or a learning rate; and scaling of gradients in the backward pass."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gradxform import _errors
 from gradxform import _numerics
 from gradxform import _tree
 
-__all__ = ["ScaleByScheduleState", "scale", "scale_by_learning_rate", "scale_by_schedule"]
+__all__ = ["ScaleByScheduleState", "scale", "scale_by_learning_rate", "scale_by_schedule", "scale_gradient"]
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -82,3 +82,46 @@ def scale_by_learning_rate(learning_rate: Optional[_base.ScalarOrSchedule] = Non
   else:
     tx = scale(sign * learning_rate)
   return _base.rename(tx, "scale_by_learning_rate")
+
+
+# ----------------------------------------------------------------------------------------------
+# Scaling in the backward pass only.
+
+
+@jax.custom_vjp
+def _scaled_backward(inputs, scale):
+  del scale  # read by the backward pass only
+  return inputs
+
+
+def _scaled_backward_fwd(inputs, scale):
+  return inputs, scale
+
+
+def _scaled_backward_bwd(scale, cotangents):
+  return jax.tree.map(lambda g: _numerics.mul(g, scale), cotangents), None
+
+
+_scaled_backward.defvjp(_scaled_backward_fwd, _scaled_backward_bwd)
+
+
+def scale_gradient(inputs: _base.ArrayTree, scale: jax.typing.ArrayLike) -> _base.ArrayTree:
+  """The identity on the forward pass; multiplies the gradient flowing back through it by `scale`.
+
+  A scale of 0 is `stop_gradient` and a scale of 1 returns `inputs` untouched. A negative scale reverses
+  the gradient (a gradient reversal layer).
+
+  Args:
+    inputs: a pytree of arrays.
+    scale: the factor applied to the cotangents in the backward pass (a number, or an array or tracer).
+
+  Returns:
+    `inputs`, with the backward scaling attached.
+  """
+  _errors.check_number("scale_gradient", "scale", scale)
+  concrete = _errors.concrete_number(scale)
+  if concrete == 1.0:
+    return inputs
+  if concrete == 0.0:
+    return jax.lax.stop_gradient(inputs)
+  return _scaled_backward(inputs, scale)

@@ -122,9 +122,9 @@ def assert_trees_equivalent(ours, theirs, what: str, rtol: float | None = None) 
   chex.assert_trees_all_equal_structs(ours, theirs)
   chex.assert_trees_all_equal_dtypes(ours, theirs)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    tol = rtol or _tolerance(a)  # from the leaf's own dtype, before widening
     wide = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64
     a, b = np.asarray(a, wide), np.asarray(b, wide)
-    tol = rtol or _tolerance(a)
     # Absolute slack scales with the leaf's magnitude: p + u with |u| >> |p| keeps |u|'s rounding.
     scale = max(1.0, float(np.max(np.abs(b), initial=0.0, where=np.isfinite(b))))
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale, err_msg=what)

@@ -1,1 +1,14 @@
-"""(Being written.)"""
+"""Euclidean projections of pytrees onto convex sets (for projected gradient methods)."""
+
+from gradxform.projections._projections import projection_box as projection_box
+from gradxform.projections._projections import projection_halfspace as projection_halfspace
+from gradxform.projections._projections import projection_hypercube as projection_hypercube
+from gradxform.projections._projections import projection_hyperplane as projection_hyperplane
+from gradxform.projections._projections import projection_l1_ball as projection_l1_ball
+from gradxform.projections._projections import projection_l1_sphere as projection_l1_sphere
+from gradxform.projections._projections import projection_l2_ball as projection_l2_ball
+from gradxform.projections._projections import projection_l2_sphere as projection_l2_sphere
+from gradxform.projections._projections import projection_linf_ball as projection_linf_ball
+from gradxform.projections._projections import projection_non_negative as projection_non_negative
+from gradxform.projections._projections import projection_simplex as projection_simplex
+from gradxform.projections._projections import projection_vector as projection_vector
