@@ -60,7 +60,8 @@ def _l1_norm(tree):
   return tree_utils.tree_sum(jax.tree.map(jnp.abs, tree))
 
 
-m, a, s, d = _numerics.mul, _numerics.add, _numerics.sub, _numerics.div  # short names for long formulas
+# Short names: the formulas below are long chains of promoting arithmetic.
+_mul, _add, _sub, _div = _numerics.mul, _numerics.add, _numerics.sub, _numerics.div
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,30 +84,30 @@ def _dadapt_update(updates, state, params=None, *, learning_rate, betas, eps, es
   sb2 = beta2 ** 0.5
   sched = learning_rate(state.count) if callable(learning_rate) else learning_rate
   count = _numerics.safe_increment(state.count)
-  dlr = m(m(state.estim_lr, sched), _step_scale(beta1, beta2, count)).astype(state.numerator_weighted.dtype)
+  dlr = _mul(_mul(state.estim_lr, sched), _step_scale(beta1, beta2, count)).astype(state.numerator_weighted.dtype)
 
   # <g, s / (sqrt(v) + eps)> with the state before this step: the numerator's new term.
   def weighted_sum(g, gs, eas):
-    return (d(gs, jnp.sqrt(eas) + eps),)
+    return (_div(gs, jnp.sqrt(eas) + eps),)
   s_weighted, _ = _tree.leafwise(weighted_sum, updates, (), (state.grad_sum, state.exp_avg_sq),
                                  extra_names=("state.grad_sum", "state.exp_avg_sq"))
   numerator_term = tree_utils.tree_vdot(updates, s_weighted)
 
   def leaf(g, ea, eas, gs):
-    ea = a(m(beta1, ea), m(m(1 - beta1, dlr), g))
-    eas = a(m(beta2, eas), m((1 - beta2) * g, g))
-    gs = a(m(sb2, gs), m(m(1 - sb2, dlr), g))
+    ea = _add(_mul(beta1, ea), _mul(_mul(1 - beta1, dlr), g))
+    eas = _add(_mul(beta2, eas), _mul((1 - beta2) * g, g))
+    gs = _add(_mul(sb2, gs), _mul(_mul(1 - sb2, dlr), g))
     return g, ea, eas, gs
 
   _, (exp_avg, exp_avg_sq, grad_sum) = _tree.leafwise(
       leaf, updates, (state.exp_avg, state.exp_avg_sq, state.grad_sum),
       state_names=("state.exp_avg", "state.exp_avg_sq", "state.grad_sum"))
-  numerator = a(m(sb2, state.numerator_weighted), m(m(1 - sb2, dlr), numerator_term))
-  estim_lr = _numerics.maximum(state.estim_lr, d(numerator, m(1 - sb2, _l1_norm(grad_sum))))
+  numerator = _add(_mul(sb2, state.numerator_weighted), _mul(_mul(1 - sb2, dlr), numerator_term))
+  estim_lr = _numerics.maximum(state.estim_lr, _div(numerator, _mul(1 - sb2, _l1_norm(grad_sum))))
 
   def step(g, ea, eas, p):
     del g
-    return (s(m(m(-weight_decay, dlr), p), d(ea, jnp.sqrt(eas) + eps)),)
+    return (_sub(_mul(_mul(-weight_decay, dlr), p), _div(ea, jnp.sqrt(eas) + eps)),)
 
   new_updates, _ = _tree.leafwise(step, updates, (), (exp_avg, exp_avg_sq, params),
                                   extra_names=("exp_avg", "exp_avg_sq", "params"))
@@ -174,32 +175,32 @@ def _prodigy_update(updates, state, params=None, *, learning_rate, betas, beta3,
   count = _numerics.safe_increment(state.count)
   sched = learning_rate(state.count) if callable(learning_rate) else learning_rate
   d_old = state.estim_lr
-  dlr = jnp.asarray(m(m(d_old, sched), _step_scale(beta1, beta2, count)), dtype=d_old.dtype)
+  dlr = jnp.asarray(_mul(_mul(d_old, sched), _step_scale(beta1, beta2, count)), dtype=d_old.dtype)
   # The warm-up safeguard weighs grad_sum by d alone, leaving out the (bias-corrected) learning rate.
   gs_weight = d_old if safeguard_warmup else dlr
 
   def diff(g, p0, p):
-    return (s(p0, p),)
+    return (_sub(p0, p),)
   param_diff, _ = _tree.leafwise(diff, updates, (), (state.params0, params), extra_names=("state.params0", "params"))
   numerator_term = tree_utils.tree_vdot(updates, param_diff)
 
   def leaf(g, ea, eas, gs):
-    dg = m(d_old, g)
-    ea = a(m(beta1, ea), m(1 - beta1, dg))
-    eas = a(m(beta2, eas), m(m(1 - beta2, dg), dg))
-    gs = a(m(beta3, gs), d(m(gs_weight, dg), estim_lr0))
+    dg = _mul(d_old, g)
+    ea = _add(_mul(beta1, ea), _mul(1 - beta1, dg))
+    eas = _add(_mul(beta2, eas), _mul(_mul(1 - beta2, dg), dg))
+    gs = _add(_mul(beta3, gs), _div(_mul(gs_weight, dg), estim_lr0))
     return g, ea, eas, gs
 
   _, (exp_avg, exp_avg_sq, grad_sum) = _tree.leafwise(
       leaf, updates, (state.exp_avg, state.exp_avg_sq, state.grad_sum),
       state_names=("state.exp_avg", "state.exp_avg_sq", "state.grad_sum"))
-  numerator = a(m(beta3, state.numerator_weighted), m(m(d(d_old, estim_lr0), dlr), numerator_term))
-  estimate = d(m(estim_lr_coef, numerator), _l1_norm(grad_sum))
+  numerator = _add(_mul(beta3, state.numerator_weighted), _mul(_mul(_div(d_old, estim_lr0), dlr), numerator_term))
+  estimate = _div(_mul(estim_lr_coef, numerator), _l1_norm(grad_sum))
   estim_lr = _numerics.maximum(d_old, estimate)
 
   def step(g, ea, eas, p):
     del g
-    return (s(m(m(-weight_decay, dlr), p), d(m(dlr, ea), a(jnp.sqrt(eas), m(estim_lr, eps)))),)
+    return (_sub(_mul(_mul(-weight_decay, dlr), p), _div(_mul(dlr, ea), _add(jnp.sqrt(eas), _mul(estim_lr, eps)))),)
 
   new_updates, _ = _tree.leafwise(step, updates, (), (exp_avg, exp_avg_sq, params),
                                   extra_names=("exp_avg", "exp_avg_sq", "params"))

@@ -42,7 +42,7 @@ def _madgrad_update(updates, state, params=None, *, learning_rate, momentum, eps
   _errors.require_params(params, "scale_by_madgrad")
   lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
   # lambda_k = (lr + eps) sqrt(k + 1): later gradients weigh more in the dual average.
-  weight = _numerics.mul(_numerics.add(lr, eps), jnp.sqrt((state.count + 1).astype(jnp.float32)))
+  weight = _numerics.mul(_numerics.add(lr, eps), jnp.sqrt(state.count + 1))
 
   def leaf(g, sum_sq, s, x0, p):
     sum_sq = sum_sq + _numerics.mul(weight, g ** 2).astype(g.dtype)

@@ -18,7 +18,7 @@ from gradxform import _numerics
 from gradxform import _tree
 from gradxform._alias import _optimizer
 from gradxform._decay import add_decayed_weights
-from gradxform._moments import bias_correction, update_moment
+from gradxform._moments import bias_correction
 from gradxform._scale import scale_by_learning_rate
 from gradxform.tree_utils import tree_dtype, tree_random_like, tree_size
 
@@ -70,6 +70,11 @@ def hutchinson_estimator_diag_hessian(random_seed: Optional[jax.Array] = None):
                               random_seed=random_seed)
 
 
+def _moment(new, old, decay):
+  """(1 - decay) * new + decay * old in the promoted dtype (a bfloat16 mu_dtype meets float32 gradients)."""
+  return jax.tree.map(lambda g, m: _numerics.add(_numerics.mul(1 - decay, g), _numerics.mul(decay, m)), new, old)
+
+
 def _sophia_init(params, *, mu_dtype, hessian_diagonal_fn, **_):
   return SophiaState(count=jnp.zeros([], jnp.int32), mu=_tree.zeros_like(params, dtype=mu_dtype),
                      nu=_tree.zeros_like(params), hessian_fn_state=hessian_diagonal_fn.init(params))
@@ -86,7 +91,7 @@ def _sophia_update(updates, state, params=None, *, b1, b2, eps, gamma, clip_thre
   _errors.require_params(params, "sophia")
   count = _numerics.safe_increment(state.count)
   grads = updates
-  mu = update_moment(updates, state.mu, b1, 1)
+  mu = _moment(updates, state.mu, b1)
   mu_hat = bias_correction(mu, b1, count)
   steps = jax.tree.map(lambda m, h: _numerics.div(m, _numerics.maximum(_numerics.mul(gamma, h), eps)),
                        mu_hat, state.nu)
@@ -101,7 +106,7 @@ def _sophia_update(updates, state, params=None, *, b1, b2, eps, gamma, clip_thre
 
   def refresh(hess_state, nu):
     diag, hess_state = hessian_diagonal_fn.update(grads, hess_state, params=params, **hess_fn_kwargs)
-    return hess_state, update_moment(diag, nu, b2, 1)
+    return hess_state, _moment(diag, nu, b2)
 
   hess_state, nu = jax.lax.cond(jnp.equal(state.count % update_interval, 0), refresh, lambda h, n: (h, n),
                                 state.hessian_fn_state, state.nu)

@@ -87,8 +87,11 @@ def sparsemax_loss(
 
 
 @jax.custom_jvp
-def _simplex_projection(values: jax.Array) -> jax.Array:
-  """Euclidean projection of a vector onto the probability simplex (sort-based; Duchi et al., 2008)."""
+def simplex_projection(values: jax.Array) -> jax.Array:
+  """Euclidean projection of a vector onto the probability simplex (sort-based; Duchi et al., 2008).
+
+  Shared with `projections.projection_simplex`; differentiable, with the exact Jacobian on the support.
+  """
   n = values.shape[0]
   ordered = jnp.sort(values)[::-1]
   running = jnp.cumsum(ordered)
@@ -100,10 +103,10 @@ def _simplex_projection(values: jax.Array) -> jax.Array:
   return jax.nn.relu(_numerics.add(1 / size, threshold))
 
 
-@_simplex_projection.defjvp
+@simplex_projection.defjvp
 def _simplex_projection_jvp(primals, tangents):
   (values,), (d_values,) = primals, tangents
-  out = _simplex_projection(values)
+  out = simplex_projection(values)
   support = out > 0
   # On the support the projection is the identity minus the support mean; off it, constant.
   mask = support.astype(d_values.dtype)
@@ -115,7 +118,7 @@ def _simplex_projection_jvp(primals, tangents):
 
 def _sparsemax_loss_one(scores: jax.Array, label: jax.Array) -> jax.Array:
   """Sparsemax loss of one score vector: <p, s - s_y> + (1 - |p|^2) / 2 with p the projection of s."""
-  probs = _simplex_projection(scores)
+  probs = simplex_projection(scores)
   gaps = (scores - scores[label]).at[label].set(0.0)
   return _numerics.add(jnp.dot(*_numerics.promote(probs, jnp.where(probs, gaps, 0.0))),
                        0.5 * (1.0 - jnp.dot(probs, probs)))

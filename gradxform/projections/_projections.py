@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax import flatten_util
 
 from gradxform import tree_utils
+from gradxform.losses import _fenchel_young
 
 
 def projection_non_negative(tree: Any) -> Any:
@@ -42,29 +43,9 @@ def projection_hypercube(tree: Any, scale: Any = 1) -> Any:
   return projection_box(tree, lower=0, upper=scale)
 
 
-@jax.custom_jvp
 def _unit_simplex(values: jax.Array) -> jax.Array:
-  """Projection of a vector onto {p >= 0, sum(p) = 1} (Held et al., 1974; Duchi et al., 2008).
-
-  Sorting gives the threshold tau with p = max(v - tau, 0): the support is the largest k such that
-  u_k - (sum_{j<=k} u_j - 1) / k > 0 for the values u sorted in decreasing order.
-  """
-  descending = jnp.sort(values)[::-1]
-  partial_sums = jnp.cumsum(descending)
-  ranks = jnp.arange(1, values.shape[0] + 1).astype(values.dtype)
-  support_size = jnp.count_nonzero(1 / ranks + (descending - partial_sums / ranks) > 0)
-  threshold = (partial_sums[support_size - 1] - 1) / support_size.astype(values.dtype)
-  return jax.nn.relu(values - threshold)
-
-
-@_unit_simplex.defjvp
-def _unit_simplex_jvp(primals, tangents):
-  # On the support the projection is an affine map: tangent minus its mean over the support.
-  (values,), (values_dot,) = primals, tangents
-  projected = _unit_simplex(values)
-  support = (projected > 0).astype(values_dot.dtype)
-  mean_on_support = jnp.dot(support, values_dot) / jnp.sum(support)
-  return projected, support * values_dot - mean_on_support * support
+  """Projection of a vector onto {p >= 0, sum(p) = 1} (Held et al., 1974; Duchi et al., 2008)."""
+  return _fenchel_young.simplex_projection(values)
 
 
 def projection_simplex(tree: Any, scale: jax.typing.ArrayLike = 1) -> Any:
