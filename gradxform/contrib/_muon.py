@@ -151,11 +151,20 @@ def _orthogonalize_matrix(x, *, coeffs, ns_steps, preconditioning, eps):
   return x.T if transposed else x
 
 
-def _orthogonalize(x, dim_nums, *, coeffs, ns_steps, preconditioning, eps):
-  to_batch, from_batch = _as_matrices(x, dim_nums)
+def _orthogonalize_batch(batch, coeffs, eps, *, ns_steps, preconditioning):
   one = lambda m: _orthogonalize_matrix(m, coeffs=coeffs, ns_steps=ns_steps, preconditioning=preconditioning,
                                         eps=eps)
-  return from_batch(jax.vmap(one)(to_batch(x)))
+  return jax.vmap(one)(batch)
+
+
+# Compiled once per shape and setting: eager updates would otherwise retrace the loop at every call.
+_orthogonalize_batch_jit = jax.jit(_orthogonalize_batch, static_argnames=("ns_steps", "preconditioning"))
+
+
+def _orthogonalize(x, dim_nums, *, coeffs, ns_steps, preconditioning, eps):
+  to_batch, from_batch = _as_matrices(x, dim_nums)
+  run = _orthogonalize_batch_jit if isinstance(ns_steps, int) else _orthogonalize_batch
+  return from_batch(run(to_batch(x), coeffs, eps, ns_steps=ns_steps, preconditioning=preconditioning))
 
 
 def _resolve_dim_nums(weight_dimension_numbers, updates):
@@ -219,7 +228,7 @@ def _muon_update(updates, state, params=None, *, ns_coeffs, ns_steps, beta, eps,
 
 def _check_muon_args(fn, ns_coeffs, ns_steps, beta, eps, preconditioning):
   _coeffs_array(ns_coeffs, ns_steps, fn)
-  _errors.check_positive_int(fn, "ns_steps", ns_steps)
+  _errors.check_nonnegative(fn, "ns_steps", ns_steps)
   _errors.check_decay(fn, "beta", beta)
   _errors.check_nonnegative(fn, "eps", eps)
   if preconditioning not in _PRECONDITIONINGS:

@@ -8,7 +8,6 @@ opaque mode one `update` runs them all, taking gradients from the `grad_fn` keyw
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple, Optional
 
 import jax

@@ -6,6 +6,7 @@ Sophia divides the gradient momentum by an EMA of a diagonal Hessian estimate (r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple, Optional, Union
 
@@ -18,7 +19,6 @@ from gradxform import _numerics
 from gradxform import _tree
 from gradxform._alias import _optimizer
 from gradxform._decay import add_decayed_weights
-from gradxform._moments import bias_correction
 from gradxform._scale import scale_by_learning_rate
 from gradxform.tree_utils import tree_dtype, tree_random_like, tree_size
 
@@ -75,6 +75,13 @@ def _moment(new, old, decay):
   return jax.tree.map(lambda g, m: _numerics.add(_numerics.mul(1 - decay, g), _numerics.mul(decay, m)), new, old)
 
 
+@functools.partial(jax.jit, inline=True)
+def _debiased(moment, decay, count):
+  """moment / (1 - decay**count), the whole tree in one compiled computation as optax does (same rounding)."""
+  correction = 1 - _numerics.decay_power(decay, count)
+  return jax.tree.map(lambda t: t / correction.astype(t.dtype), moment)
+
+
 def _sophia_init(params, *, mu_dtype, hessian_diagonal_fn, **_):
   return SophiaState(count=jnp.zeros([], jnp.int32), mu=_tree.zeros_like(params, dtype=mu_dtype),
                      nu=_tree.zeros_like(params), hessian_fn_state=hessian_diagonal_fn.init(params))
@@ -92,7 +99,7 @@ def _sophia_update(updates, state, params=None, *, b1, b2, eps, gamma, clip_thre
   count = _numerics.safe_increment(state.count)
   grads = updates
   mu = _moment(updates, state.mu, b1)
-  mu_hat = bias_correction(mu, b1, count)
+  mu_hat = _debiased(mu, b1, count)
   steps = jax.tree.map(lambda m, h: _numerics.div(m, _numerics.maximum(_numerics.mul(gamma, h), eps)),
                        mu_hat, state.nu)
   if clip_threshold is not None:
