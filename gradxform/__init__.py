@@ -52,6 +52,7 @@ from gradxform._errors import LeafTypeError as LeafTypeError
 from gradxform._errors import MissingArgumentError as MissingArgumentError
 from gradxform._errors import MissingParamsError as MissingParamsError
 from gradxform._errors import StateMismatchError as StateMismatchError
+from gradxform._errors import StateDictKeyError as StateDictKeyError
 from gradxform._errors import TreeMismatchError as TreeMismatchError
 from gradxform._moments import EmaState as EmaState
 from gradxform._moments import ScaleByAdamState as ScaleByAdamState
@@ -123,6 +124,13 @@ from gradxform._scale import *  # noqa: E402,F401,F403
 from gradxform._sign import *  # noqa: E402,F401,F403
 from gradxform._wrappers import *  # noqa: E402,F401,F403
 from gradxform.schedules._inject import *  # noqa: E402,F401,F403
+# Beyond optax (opt-in; see the README): hyperparameters by name, parameter groups, metrics,
+# state_dict, mixed precision.
+from gradxform._groups import *  # noqa: E402,F401,F403
+from gradxform._hyperparams import *  # noqa: E402,F401,F403
+from gradxform._metrics import *  # noqa: E402,F401,F403
+from gradxform._precision import *  # noqa: E402,F401,F403
+from gradxform._state_dict import *  # noqa: E402,F401,F403
 
 AddDecayedWeightsState = EmptyState  # optax exports this alias for the state of a constant weight decay
 
@@ -133,6 +141,7 @@ from gradxform import assignment as assignment  # noqa: E402
 from gradxform import contrib as contrib  # noqa: E402
 from gradxform import experimental as experimental  # noqa: E402
 from gradxform import losses as losses  # noqa: E402
+from gradxform import masks as masks  # noqa: E402
 from gradxform import microbatching as microbatching  # noqa: E402
 from gradxform import perturbations as perturbations  # noqa: E402
 from gradxform import projections as projections  # noqa: E402

@@ -73,6 +73,10 @@ class StateMismatchError(GradxformError, ValueError):
   """The state passed to `update` does not belong to this transformation."""
 
 
+class StateDictKeyError(GradxformError, ValueError):
+  """Two leaves of a state get the same `state_dict` key (dict key "a/b" and key "b" under "a")."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Hyperparameter checks (construction time; traced values are accepted as they are).
 

@@ -33,6 +33,25 @@ def leaf_paths(tree: Any) -> list[str]:
   return [jax.tree_util.keystr(path) or "the root" for path, _ in with_path]
 
 
+def _key_name(entry: Any) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(entry, attribute):
+      return str(getattr(entry, attribute))
+  return str(entry)
+
+
+def slash_path(path: Sequence[Any]) -> str:
+  """A jax key path as a `/`-joined string of plain names: `0/mu/encoder/w` (dict keys, attribute
+  names and sequence indices, without brackets or quotes)."""
+  return "/".join(_key_name(entry) for entry in path)
+
+
+def leaves_with_slash_paths(tree: Any, is_leaf: Optional[Callable[[Any], bool]] = None) -> list[tuple[str, Any]]:
+  """(slash path, leaf) pairs of `tree` in leaf order; None leaves are skipped (they hold nothing)."""
+  with_path, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+  return [(slash_path(path), leaf) for path, leaf in with_path]
+
+
 def leaves_matching(treedef, tree: Any, ref_name: str, ref_tree: Any, name: str) -> list:
   """The leaves of `tree` flattened up to `treedef`; a clear error naming the first difference if it fails."""
   try:

@@ -14,3 +14,29 @@ def pytest_configure(config):
   config.addinivalue_line("filterwarnings", "error")
   # jax warns when a donated buffer cannot be reused on CPU; harmless for tests.
   config.addinivalue_line("filterwarnings", "ignore:Some donated buffers were not usable")
+
+
+# Eager rows are the slow ones (every primitive of every leaf shape dispatches and compiles on its own),
+# and across rows of one transformation they exercise the same Python paths. By default one eager row is
+# kept per (test, transformation name), the first in the table; every row still runs under jit.
+# GRADXFORM_ALL_EAGER=1 runs every eager row.
+def pytest_collection_modifyitems(config, items):
+  import os
+  import re
+  if os.environ.get("GRADXFORM_ALL_EAGER") == "1":
+    return
+  seen, kept, dropped = set(), [], []
+  for item in items:
+    function, _, parameters = item.nodeid.partition("[")
+    if not parameters.endswith("-eager]"):
+      kept.append(item)
+      continue
+    key = (function, re.split(r"[(\s\-\[]", parameters, maxsplit=1)[0])
+    if key in seen:
+      dropped.append(item)
+    else:
+      seen.add(key)
+      kept.append(item)
+  if dropped:
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept

@@ -92,3 +92,10 @@ def test_quickstart_notebook_runs():
   losses = namespace["losses"]
   assert len(losses) == 100
   assert losses[-1] < losses[0]
+
+
+def test_param_groups_example_learns_without_retracing(capsys):
+  accuracy = _load_example("param_groups").main(["--epochs", "4", "--quiet"])
+  out = capsys.readouterr().out
+  assert "traces of the train step: 1" in out
+  assert accuracy >= 0.9
