@@ -9,7 +9,7 @@ promotion gives.
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal, NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,8 @@ from gradxform import _base
 from gradxform import _errors
 from gradxform import _numerics
 from gradxform import _tree
-from gradxform._moments import ScaleByAdamState, _debias, _moving_average, _zero_count
+from gradxform._moments import (ScaleByAdamState, _debias, _keep_dtype, _moving_average, _nu_dtype_arg, _widened,
+                                _zero_count)
 
 # ScaleByOptimisticGradientState stays out: optax keeps it off its top level too.
 __all__ = [
@@ -278,14 +279,15 @@ def scale_by_adan(b1: jax.typing.ArrayLike = 0.98, b2: jax.typing.ArrayLike = 0.
 # NovoGrad.
 
 
-def _scalar_zeros(params):
-  return jax.tree.map(lambda p: None if p is None else jnp.zeros([], jnp.asarray(p).dtype), params,
-                      is_leaf=_tree.is_none)
+def _scalar_zeros(params, dtype=None):
+  def leaf(p):
+    return None if p is None else jnp.zeros([], jnp.asarray(p).dtype if dtype is None else dtype)
+  return jax.tree.map(leaf, params, is_leaf=_tree.is_none)
 
 
-def _novograd_init(params, *, mu_dtype, **_):
+def _novograd_init(params, *, mu_dtype, nu_dtype=None, **_):
   return ScaleByNovogradState(count=_zero_count(), mu=_tree.zeros_like(params, dtype=mu_dtype),
-                              nu=_scalar_zeros(params))
+                              nu=_scalar_zeros(params, nu_dtype))
 
 
 def _same_dtypes_cond(predicate, first_fn, next_fn, *operands):
@@ -310,7 +312,7 @@ def _same_dtypes_cond(predicate, first_fn, next_fn, *operands):
   return jax.lax.cond(predicate, cast(first_fn), cast(next_fn), *operands)
 
 
-def _novograd_update(updates, state, params=None, *, b1, b2, eps, eps_root, weight_decay, mu_dtype,
+def _novograd_update(updates, state, params=None, *, b1, b2, eps, eps_root, weight_decay, mu_dtype, nu_dtype=None,
                      **extra_args):
   del extra_args
   _errors.require_params(params, "scale_by_novograd")
@@ -319,13 +321,21 @@ def _novograd_update(updates, state, params=None, *, b1, b2, eps, eps_root, weig
   _tree.leafwise(lambda g, mu, p: (g,), updates, (), (state.mu, params), extra_names=("state.mu", "params"))
   count = _numerics.safe_increment(state.count)
 
+  widen = nu_dtype is not None
+
   def squared_norm(g):
     return jnp.linalg.norm(g) ** 2
 
+  def later_nu(g, n):
+    if not widen:
+      return _moving_average(squared_norm(g), n, b2)
+    wide_g, wide_n = _widened(g, n)  # an explicit nu_dtype: computed at the wider precision, kept when stored
+    return _keep_dtype(_moving_average(squared_norm(wide_g), wide_n, b2), n)
+
   def nu_step(first):
     def run(grads, nu):
-      leaf = ((lambda g, n: (g, squared_norm(g).astype(n.dtype))) if first else
-              (lambda g, n: (g, _moving_average(squared_norm(g), n, b2))))
+      leaf = ((lambda g, n: (g, squared_norm(_widened(g, n)[0] if widen else g).astype(n.dtype))) if first else
+              (lambda g, n: (g, later_nu(g, n))))
       return _tree.leafwise(leaf, grads, (nu,), state_names=("state.nu",), check_shapes=False)[1][0]
     return run
 
@@ -341,6 +351,9 @@ def _novograd_update(updates, state, params=None, *, b1, b2, eps, eps_root, weig
   # The first step starts both averages from the current values.
   nu = _same_dtypes_cond(count == 1, nu_step(True), nu_step(False), updates, state.nu)
   mu = _same_dtypes_cond(count == 1, mu_step(True), mu_step(False), updates, params, state.mu, nu)
+  if widen and mu_dtype is None:  # normalised at nu's precision; mu keeps the dtype it was given at init
+    mu = jax.tree.map(lambda m, old: None if m is None else _keep_dtype(m, old), mu, state.mu,
+                      is_leaf=_tree.is_none)
   mu = _tree.cast(mu, mu_dtype)
   new_updates = jax.tree.map(lambda g, m: None if g is None else m, updates, mu, is_leaf=_tree.is_none)
   return new_updates, ScaleByNovogradState(count=count, mu=mu, nu=nu)
@@ -349,7 +362,8 @@ def _novograd_update(updates, state, params=None, *, b1, b2, eps, eps_root, weig
 def scale_by_novograd(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike = 0.25,
                       eps: jax.typing.ArrayLike = 1e-8, eps_root: jax.typing.ArrayLike = 0.0,
                       weight_decay: jax.typing.ArrayLike = 0.0,
-                      mu_dtype: Optional[jax.typing.DTypeLike] = None) -> _base.GradientTransformationExtraArgs:
+                      mu_dtype: Optional[jax.typing.DTypeLike] = None, *,
+                      nu_dtype: jax.typing.DTypeLike | None = None) -> _base.GradientTransformationExtraArgs:
   """NovoGrad's scaling: layer-wise second moments from squared gradient norms (Ginsburg et al., 2019).
 
   Per leaf: v <- b2 v + (1 - b2) ||g||^2 (v = ||g||^2 at step 1);
@@ -363,6 +377,9 @@ def scale_by_novograd(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike =
     eps_root: added inside the square root.
     weight_decay: coefficient of the params added to the normalised gradient (>= 0).
     mu_dtype: dtype of the momentum; None keeps the dtype the arithmetic gives.
+    nu_dtype: gradxform addition: dtype of the per-leaf squared-norm averages `nu`; None keeps the
+      params' dtype (as optax). When given, norms and the normalisation are computed at the wider of nu's
+      and the gradient's precision, and mu (without mu_dtype) keeps its initial dtype.
 
   Returns:
     The transformation; its state is a ScaleByNovogradState.
@@ -371,7 +388,8 @@ def scale_by_novograd(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike =
   _check_nonnegative("scale_by_novograd", eps=eps, eps_root=eps_root, weight_decay=weight_decay)
   return _base.transformation("scale_by_novograd", _novograd_init, _novograd_update, b1=b1, b2=b2, eps=eps,
                               eps_root=eps_root, weight_decay=weight_decay,
-                              mu_dtype=_tree.canonical_dtype(mu_dtype))
+                              mu_dtype=_tree.canonical_dtype(mu_dtype),
+                              nu_dtype=_nu_dtype_arg("scale_by_novograd", nu_dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,6 +507,11 @@ def _sm3_check_leaves(params):
       raise _UnsupportedLeafError(
           f"the params at {path} are 0-d: scale_by_sm3 keeps one accumulator per axis, so a scalar has "
           "none (optax fails on it too); give the leaf shape (1,)")
+    if jnp.ndim(p) >= 2 and jnp.size(p) == 0:
+      raise _UnsupportedLeafError(
+          f"the params at {path} have shape {tuple(jnp.shape(p))}, empty with 2 or more axes: scale_by_sm3 takes "
+          "the max over the other axes, which an empty axis does not have (optax fails there too); "
+          "leave the leaf out or pass None for it")
 
 
 def _sm3_init(params, **_):

@@ -15,7 +15,8 @@ from gradxform import _base
 from gradxform import _errors
 from gradxform._combine import chain
 from gradxform._decay import add_decayed_weights
-from gradxform._moments import (scale_by_adam, scale_by_adamax, scale_by_amsgrad, scale_by_radam, trace)
+from gradxform._moments import (_nu_dtype_arg, scale_by_adam, scale_by_adamax, scale_by_amsgrad, scale_by_radam,
+                                trace)
 from gradxform._rms import scale_by_adadelta, scale_by_rms, scale_by_rss, scale_by_stddev
 from gradxform._scale import scale_by_learning_rate
 
@@ -122,7 +123,7 @@ def adadelta(learning_rate: Optional[_base.ScalarOrSchedule] = None, rho: ArrayL
 
 def adam(learning_rate: _base.ScalarOrSchedule, b1: ArrayLike = 0.9, b2: ArrayLike = 0.999, eps: ArrayLike = 1e-8,
          eps_root: ArrayLike = 0.0, mu_dtype: Optional[Any] = None, *,
-         nesterov: bool = False) -> _base.GradientTransformationExtraArgs:
+         nesterov: bool = False, nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
   """Adam: lr * m_hat / (sqrt(v_hat + eps_root) + eps) (Kingma & Ba, 2014). See `scale_by_adam`.
 
   Args:
@@ -131,45 +132,54 @@ def adam(learning_rate: _base.ScalarOrSchedule, b1: ArrayLike = 0.9, b2: ArrayLi
     eps, eps_root: added outside / inside the square root.
     mu_dtype: dtype of the first moment (None: the params' dtype).
     nesterov: Nesterov momentum (this is NAdam, Dozat 2016).
+    nu_dtype: gradxform addition: dtype of the second moment (None: the params' dtype, as in optax);
+      see `scale_by_adam`.
   """
   _check_adam_family("adam", learning_rate, b1, b2, eps, eps_root)
+  _nu_dtype_arg("adam", nu_dtype)
   return _optimizer("adam", scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-                                          nesterov=nesterov), scale_by_learning_rate(learning_rate))
+                                          nesterov=nesterov, nu_dtype=nu_dtype),
+                    scale_by_learning_rate(learning_rate))
 
 
 def nadam(learning_rate: _base.ScalarOrSchedule, b1: ArrayLike = 0.9, b2: ArrayLike = 0.999,
           eps: ArrayLike = 1e-8, eps_root: ArrayLike = 0.0, mu_dtype: Optional[Any] = None, *,
-          nesterov: bool = True) -> _base.GradientTransformationExtraArgs:
-  """NAdam: Adam with Nesterov momentum (Dozat, 2016); `adam(..., nesterov=True)`."""
+          nesterov: bool = True, nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
+  """NAdam: Adam with Nesterov momentum (Dozat, 2016); `adam(..., nesterov=True)` (nu_dtype: as in `adam`)."""
   _check_adam_family("nadam", learning_rate, b1, b2, eps, eps_root)
-  return _base.rename(adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov), "nadam")
+  _nu_dtype_arg("nadam", nu_dtype)
+  return _base.rename(adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype),
+                      "nadam")
 
 
 def adamw(learning_rate: _base.ScalarOrSchedule, b1: ArrayLike = 0.9, b2: ArrayLike = 0.999, eps: ArrayLike = 1e-8,
           eps_root: ArrayLike = 0.0, mu_dtype: Optional[Any] = None,
           weight_decay: _base.ScalarOrSchedule = 1e-4, mask: Mask = None, *,
-          nesterov: bool = False) -> _base.GradientTransformationExtraArgs:
+          nesterov: bool = False, nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
   """AdamW: Adam plus decoupled weight decay, lr * (m_hat / (sqrt(v_hat) + eps) + wd * p) (Loshchilov & Hutter, 2019).
 
   Args:
-    learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov: as in `adam`.
+    learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as in `adam`.
     weight_decay: decay rate (multiplied by the learning rate, as in PyTorch), a number or a schedule.
     mask: where to decay: a tree of booleans like the params, or a function params -> such a tree.
   """
   _check_adam_family("adamw", learning_rate, b1, b2, eps, eps_root, weight_decay)
+  _nu_dtype_arg("adamw", nu_dtype)
   return _optimizer("adamw",
-                    scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
+                    scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov,
+                                  nu_dtype=nu_dtype),
                     add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate))
 
 
 def nadamw(learning_rate: _base.ScalarOrSchedule, b1: ArrayLike = 0.9, b2: ArrayLike = 0.999,
            eps: ArrayLike = 1e-8, eps_root: ArrayLike = 0.0, mu_dtype: Optional[Any] = None,
            weight_decay: _base.ScalarOrSchedule = 1e-4, mask: Mask = None, *,
-           nesterov: bool = True) -> _base.GradientTransformationExtraArgs:
-  """NAdamW: AdamW with Nesterov momentum; `adamw(..., nesterov=True)`."""
+           nesterov: bool = True, nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
+  """NAdamW: AdamW with Nesterov momentum; `adamw(..., nesterov=True)` (nu_dtype: as in `adam`)."""
   _check_adam_family("nadamw", learning_rate, b1, b2, eps, eps_root, weight_decay)
+  _nu_dtype_arg("nadamw", nu_dtype)
   return _base.rename(adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
-                            nesterov=nesterov), "nadamw")
+                            nesterov=nesterov, nu_dtype=nu_dtype), "nadamw")
 
 
 def adamax(learning_rate: _base.ScalarOrSchedule, b1: ArrayLike = 0.9, b2: ArrayLike = 0.999,
@@ -201,18 +211,21 @@ def adamaxw(learning_rate: _base.ScalarOrSchedule, b1: ArrayLike = 0.9, b2: Arra
 
 def amsgrad(learning_rate: _base.ScalarOrSchedule, b1: ArrayLike = 0.9, b2: ArrayLike = 0.999,
             eps: ArrayLike = 1e-8, eps_root: ArrayLike = 0.0, mu_dtype: Optional[Any] = None,
-            bias_correction_mu: bool = True,
-            bias_correction_nu: bool = True) -> _base.GradientTransformationExtraArgs:
+            bias_correction_mu: bool = True, bias_correction_nu: bool = True, *,
+            nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
   """AMSGrad: Adam dividing by the running maximum of the second moment (Reddi et al., 2018).
 
   Args:
     learning_rate, b1, b2, eps, eps_root, mu_dtype: as in `adam`.
     bias_correction_mu, bias_correction_nu: debias the first / second moment.
+    nu_dtype: gradxform addition: dtype of `nu` and `nu_max` (None: the params' dtype, as in optax).
   """
   _check_adam_family("amsgrad", learning_rate, b1, b2, eps, eps_root)
+  _nu_dtype_arg("amsgrad", nu_dtype)
   return _optimizer("amsgrad",
                     scale_by_amsgrad(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-                                     bias_correction_mu=bias_correction_mu, bias_correction_nu=bias_correction_nu),
+                                     bias_correction_mu=bias_correction_mu, bias_correction_nu=bias_correction_nu,
+                                     nu_dtype=nu_dtype),
                     scale_by_learning_rate(learning_rate))
 
 

@@ -19,7 +19,7 @@ from gradxform._adaptive import (scale_by_adan, scale_by_belief, scale_by_lion, 
                                  scale_by_optimistic_gradient, scale_by_sm3, scale_by_yogi)
 from gradxform._alias import _check_adam_family, _optimizer
 from gradxform._decay import add_decayed_weights, add_noise
-from gradxform._moments import scale_by_adam
+from gradxform._moments import _nu_dtype_arg, scale_by_adam
 from gradxform._scale import scale, scale_by_learning_rate
 
 __all__ = ["adabelief", "adan", "lion", "noisy_sgd", "novograd", "optimistic_adam", "optimistic_adam_v2",
@@ -165,7 +165,7 @@ def optimistic_gradient_descent(learning_rate: _base.ScalarOrSchedule, alpha: _b
 def optimistic_adam(learning_rate: ArrayLike, optimism: Optional[ArrayLike] = None, b1: ArrayLike = 0.9,
                     b2: ArrayLike = 0.999, eps: ArrayLike = 1e-08, eps_root: ArrayLike = 0.0,
                     mu_dtype: Optional[Any] = None, *,
-                    nesterov: bool = True) -> _base.GradientTransformationExtraArgs:
+                    nesterov: bool = True, nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
   """Optimistic Adam, first version (deprecated: use `optimistic_adam_v2`) (Daskalakis et al., 2018).
 
   Adam's direction a_t enters an optimistic step: -((lr + optimism) a_t - optimism a_{t-1}).
@@ -174,6 +174,7 @@ def optimistic_adam(learning_rate: ArrayLike, optimism: Optional[ArrayLike] = No
     learning_rate: step size; a number, not a schedule.
     optimism: weight of the correction by the previous direction; None uses the learning rate.
     b1, b2, eps, eps_root, mu_dtype, nesterov: as in `adam` (Nesterov momentum by default).
+    nu_dtype: gradxform addition, as in `adam`: dtype of the second moment (None: the params').
 
   Returns:
     The optimizer (scale_by_adam, scale_by_optimistic_gradient, sign flip).
@@ -186,9 +187,11 @@ def optimistic_adam(learning_rate: ArrayLike, optimism: Optional[ArrayLike] = No
         "optimistic_adam_v2 accepts schedules")
   _check_adam_family("optimistic_adam", learning_rate, b1, b2, eps, eps_root)
   _errors.check_number("optimistic_adam", "optimism", optimism, allow_none=True)
+  _nu_dtype_arg("optimistic_adam", nu_dtype)
   optimism = learning_rate if optimism is None else optimism
   return _optimizer("optimistic_adam",
-                    scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
+                    scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov,
+                                  nu_dtype=nu_dtype),
                     scale_by_optimistic_gradient(alpha=learning_rate, beta=optimism),
                     scale_by_learning_rate(1.0))
 
@@ -196,7 +199,7 @@ def optimistic_adam(learning_rate: ArrayLike, optimism: Optional[ArrayLike] = No
 def optimistic_adam_v2(learning_rate: _base.ScalarOrSchedule, *, alpha: ArrayLike = 1.0, beta: ArrayLike = 1.0,
                        b1: ArrayLike = 0.9, b2: ArrayLike = 0.999, eps: ArrayLike = 1e-08,
                        eps_root: ArrayLike = 0.0, mu_dtype: Optional[Any] = None,
-                       nesterov: bool = True) -> _base.GradientTransformationExtraArgs:
+                       nesterov: bool = True, nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
   """Optimistic Adam: lr * ((alpha + beta) a_t - beta a_{t-1}), a_t Adam's direction (Daskalakis et al., 2018).
 
   Args:
@@ -204,6 +207,7 @@ def optimistic_adam_v2(learning_rate: _base.ScalarOrSchedule, *, alpha: ArrayLik
     alpha: coefficient of the current Adam direction.
     beta: coefficient of the correction by the previous direction.
     b1, b2, eps, eps_root, mu_dtype, nesterov: as in `adam` (Nesterov momentum by default).
+    nu_dtype: gradxform addition, as in `adam`: dtype of the second moment (None: the params').
 
   Returns:
     The optimizer (scale_by_adam, scale_by_optimistic_gradient, learning rate).
@@ -211,8 +215,10 @@ def optimistic_adam_v2(learning_rate: _base.ScalarOrSchedule, *, alpha: ArrayLik
   _check_adam_family("optimistic_adam_v2", learning_rate, b1, b2, eps, eps_root)
   _errors.check_number("optimistic_adam_v2", "alpha", alpha)
   _errors.check_number("optimistic_adam_v2", "beta", beta)
+  _nu_dtype_arg("optimistic_adam_v2", nu_dtype)
   return _optimizer("optimistic_adam_v2",
-                    scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
+                    scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov,
+                                  nu_dtype=nu_dtype),
                     scale_by_optimistic_gradient(alpha=alpha, beta=beta), scale_by_learning_rate(learning_rate))
 
 

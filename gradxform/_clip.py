@@ -29,6 +29,8 @@ ClipState = _base.EmptyState
 
 def _clip_update(updates, state, params=None, *, max_delta, **extra_args):
   del params, extra_args
+  _errors.reject_complex(updates, "clip bounds each element to [-max_delta, max_delta] and complex numbers "
+                         "have no order; clip the real and imaginary parts separately, or use clip_by_global_norm")
   return _tree.map_updates(lambda g: jnp.clip(g, -max_delta, max_delta), updates), state
 
 

@@ -18,7 +18,14 @@ from gradxform import _tree
 
 
 def _chain_init(params, *, steps, **_):
-  return tuple(tx.init(params) for tx in steps)
+  states = []
+  for i, tx in enumerate(steps):
+    try:
+      states.append(tx.init(params))
+    except _errors.GradxformError as err:  # a mask or label tree that does not fit params fails here
+      err.at_position(f"chain step {i + 1} of {len(steps)}")
+      raise
+  return tuple(states)
 
 
 def _chain_update(updates, state, params=None, *, steps, **extra_args):
@@ -42,6 +49,9 @@ def _as_transformation(tx: Any, where: str) -> _base.GradientTransformationExtra
   if not (hasattr(tx, "init") and hasattr(tx, "update")):
     raise _errors.HyperparameterTypeError(
         f"{where} is not a gradient transformation (it has no init/update): got {type(tx).__name__} {tx!r}")
+  if not isinstance(tx, tuple):
+    # An object with init/update methods (MultiSteps, a user's class): optax's chain fails to unpack it.
+    tx = _base.GradientTransformationExtraArgs(tx.init, tx.update)
   return _base.with_extra_args_support(tx)
 
 
@@ -59,7 +69,14 @@ def chain(*args: _base.GradientTransformation) -> _base.GradientTransformationEx
 
 
 def _named_chain_init(params, *, steps, **_):
-  return collections.OrderedDict((name, tx.init(params)) for name, tx in steps)
+  states = collections.OrderedDict()
+  for name, tx in steps:
+    try:
+      states[name] = tx.init(params)
+    except _errors.GradxformError as err:
+      err.at_position(f"named_chain step {name!r}")
+      raise
+  return states
 
 
 def _named_chain_update(updates, state, params=None, *, steps, **extra_args):

@@ -6,6 +6,7 @@ so it costs nothing inside a compiled step and never changes numerics.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -61,6 +62,11 @@ class LeafTypeError(GradxformError, TypeError):
   """An update leaf has a dtype a gradient transformation cannot work with (integer, bool)."""
 
 
+class ComplexLeafError(LeafTypeError, ValueError):
+  """A complex update leaf reached a transformation that orders or clips values, which complex numbers
+  cannot be (a ValueError too, as jnp.clip raises there)."""
+
+
 class MissingParamsError(GradxformError, ValueError):
   """A transformation that needs `params` was called with `params=None`."""
 
@@ -103,18 +109,23 @@ def check_number(fn: str, name: str, value: Any, *, low: float | None = None, hi
   Args:
     fn: the public function being constructed (named in the message).
     name: the argument name.
-    value: the given value; tracers and arrays of rank > 0 are accepted unchecked.
+    value: the given value; tracers and arrays (any rank) are accepted unchecked.
     low, high: bounds (None for unbounded); `low_open`/`high_open` exclude the bound itself.
     allow_none: None is a valid value.
     allow_schedule: a callable (a schedule) is a valid value.
   """
   expected = "a number" + (" or a schedule" if allow_schedule else "")
-  if value is None and allow_none or callable(value) and allow_schedule:
+  if callable(value) and allow_schedule:
+    check_schedule(fn, name, value)
+    return
+  if value is None and allow_none:
+    return
+  if isinstance(value, (jax.Array, np.ndarray, jax.core.Tracer)):
+    # Traced or array-valued hyperparameters are accepted as they are: inject_hyperparams stores them as
+    # arrays in the params' dtype, where b2 = 0.999 rounds to 1.0 in bfloat16 and optax carries on.
     return
   number = concrete_number(value)
   if number is None:
-    if isinstance(value, (jax.Array, np.ndarray, jax.core.Tracer)):
-      return  # traced or array-valued hyperparameters are accepted as they are
     raise HyperparameterTypeError(
         f"{fn}: argument `{name}` must be {expected}, got {type(value).__name__} {value!r}")
   if math.isnan(number):
@@ -125,6 +136,23 @@ def check_number(fn: str, name: str, value: Any, *, low: float | None = None, hi
   too_high = high is not None and (number > high or (high_open and number == high))
   if too_low or too_high:
     raise HyperparameterError(f"{fn}: argument `{name}` must be in {interval}, got {value!r}")
+
+
+def check_schedule(fn: str, name: str, value: Any) -> None:
+  """Raises if a callable given as a schedule cannot be called as `schedule(count)`: typically a schedule
+  factory passed uncalled (`learning_rate=linear_schedule`), which would fail at the first step."""
+  try:
+    signature = inspect.signature(value)
+  except (TypeError, ValueError):
+    return  # no signature to read (some builtins): accepted as it is
+  try:
+    signature.bind(0)
+  except TypeError:
+    label = getattr(value, "__name__", type(value).__name__)
+    raise HyperparameterTypeError(
+        f"{fn}: argument `{name}` is a callable that cannot be called with one step count: "
+        f"{label}{signature}; a schedule is called as schedule(count), so pass for example "
+        "linear_schedule(0.1, 0.0, 1000), not linear_schedule itself") from None
 
 
 def check_decay(fn: str, name: str, value: Any, **kw) -> None:
@@ -224,6 +252,15 @@ def raise_shape_mismatch(name_a: str, name_b: str, path: str, shape_a, shape_b) 
       f"{name_a} and {name_b} differ at {path}: shape {tuple(shape_a)} vs {tuple(shape_b)}")
 
 
+def reject_complex(tree: Any, reason: str, name: str = "updates") -> None:
+  """Raises ComplexLeafError naming the first complex leaf of `tree` (a trace-time check on dtypes)."""
+  with_path, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none)
+  for path, leaf in with_path:
+    if leaf is not None and jax.numpy.iscomplexobj(leaf):
+      where = jax.tree_util.keystr(path) or "the root"
+      raise ComplexLeafError(f"{name} at {where} are complex ({jax.numpy.result_type(leaf)}): {reason}")
+
+
 def require_params(params: Any, fn: str) -> None:
   """Raises MissingParamsError when a transformation that needs params got None."""
   if params is None:
@@ -235,10 +272,14 @@ def require_extra_args(fn: str, extra_args: dict, names: tuple[str, ...]) -> Non
   """Raises MissingArgumentError naming the keyword arguments of `update` that `fn` needs and did not get."""
   missing = [name for name in names if extra_args.get(name) is None]
   if missing:
-    given = ", ".join(sorted(extra_args)) or "none"
+    given = ", ".join(sorted(name for name, value in extra_args.items() if value is not None)) or "none"
+    # optax.chain (and optax's other combinators) forward keyword arguments only to instances of optax's
+    # own GradientTransformationExtraArgs class, and silently drop them for everything else.
+    hint = ("; inside an optax combinator such as optax.chain, pass the transformation as "
+            "optax.GradientTransformationExtraArgs(*tx) so that optax forwards them" if given == "none" else "")
     raise MissingArgumentError(
         f"{fn} needs the keyword argument(s) {', '.join(missing)} in `update(updates, state, params, ...)`; "
-        f"got: {given}")
+        f"got: {given}{hint}")
 
 
 def expect_state(state: Any, classes: tuple, fn: str) -> None:

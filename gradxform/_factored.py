@@ -74,6 +74,35 @@ def _init_leaf(p, factored, min_dim_size_to_factor):
           _placeholder(dtype))
 
 
+def _state_shapes(shape: tuple, axes: Optional[tuple[int, int]]) -> tuple[tuple, tuple, tuple]:
+  """The shapes `_init_leaf` gives (v_row, v_col, v) for a param of `shape`."""
+  if axes is None:
+    return (1,), (1,), shape
+  small, large = axes
+  return _without_axis(shape, large), _without_axis(shape, small), (1,)
+
+
+def _check_state_shapes(updates, state, params, factored, min_dim_size_to_factor):
+  """Names the leaf where the state was not made for these params (trace time; the per-leaf math would
+  otherwise fail deep inside jax with a broadcasting error, or not at all)."""
+  g_leaves, treedef = _tree.flatten(updates)
+  names = ("params", "state.v_row", "state.v_col", "state.v")
+  columns = [_tree.leaves_matching(treedef, tree, "updates", updates, name)
+             for tree, name in zip((params, state.v_row, state.v_col, state.v), names)]
+  for i, (g, p, *slots) in enumerate(zip(g_leaves, *columns)):
+    if g is None or p is None:
+      continue
+    shape = tuple(np.shape(p))
+    if tuple(np.shape(g)) != shape:
+      _errors.raise_shape_mismatch("updates", "params", _tree.leaf_paths(updates)[i], np.shape(g), shape)
+    wanted = _state_shapes(shape, _factor_axes(shape, factored, min_dim_size_to_factor))
+    for name, slot, want in zip(names[1:], slots, wanted):
+      if tuple(np.shape(slot)) != want:
+        raise _errors.TreeMismatchError(
+            f"params and {name} differ at {_tree.leaf_paths(updates)[i]}: params of shape {shape} need {name} "
+            f"of shape {want}, got {tuple(np.shape(slot))} (was the state made by init for other params?)")
+
+
 def _factored_init(params, *, factored, min_dim_size_to_factor, **_):
   p_leaves, treedef = _tree.flatten(params)
   rows, cols, fulls = [], [], []
@@ -116,6 +145,7 @@ def _factored_update(updates, state, params=None, *, factored, decay_rate, step_
   del extra_args
   _errors.expect_state(state, (FactoredState,), "scale_by_factored_rms")
   _errors.require_params(params, "scale_by_factored_rms")
+  _check_state_shapes(updates, state, params, factored, min_dim_size_to_factor)
   decay = decay_rate_fn(state.count - step_offset, decay_rate)
 
   def leaf(g, v_row, v_col, v, p):

@@ -45,6 +45,21 @@ def _apply_if_finite_init(params, *, inner, **_):
                             total_notfinite=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
 
 
+def _update_dtypes(inner, updates, inner_state, params, extra_args) -> tuple:
+  """The dtypes of the updates `inner.update` returns, leaf by leaf (None for None leaves); trace only."""
+  static = {k: v for k, v in extra_args.items() if not isinstance(v, jax.Array)}
+  dynamic = {k: v for k, v in extra_args.items() if isinstance(v, jax.Array)}
+  out = jax.eval_shape(lambda u, s, p, d: inner.update(u, s, p, **static, **d)[0], updates, inner_state, params,
+                       dynamic)
+  return tuple(None if o is None else o.dtype for o in _tree.flatten(out)[0])
+
+
+def _zeros_in(updates, *, dtypes):
+  """Zeros shaped like `updates`, leaf i in dtypes[i]; None leaves stay None."""
+  leaves, treedef = _tree.flatten(updates)
+  return treedef.unflatten([None if g is None else jnp.zeros_like(g, dtype=d) for g, d in zip(leaves, dtypes)])
+
+
 def _apply_if_finite_update(updates, state, params=None, *, inner, max_consecutive_errors, **extra_args):
   _errors.expect_state(state, (ApplyIfFiniteState,), "apply_if_finite")
   finite = _all_finite(updates)
@@ -53,8 +68,22 @@ def _apply_if_finite_update(updates, state, params=None, *, inner, max_consecuti
   # After more than max_consecutive_errors bad steps in a row, give up and let the update through.
   accept = jnp.logical_or(finite, count > limit)
 
-  new_updates, inner_state = _conditional._run_if(  # pylint: disable=protected-access
-      accept, inner, _tree.zeros_like, updates, state.inner_state, params, extra_args)
+  def run_if(reject):
+    return _conditional._run_if(  # pylint: disable=protected-access
+        accept, inner, reject, updates, state.inner_state, params, extra_args)
+
+  try:
+    new_updates, inner_state = run_if(_tree.zeros_like)
+  except TypeError as err:
+    if isinstance(err, _errors.GradxformError):
+      raise
+    # lax.cond needs both branches to agree: an inner that changes an update's dtype (polyak_sgd turns
+    # bfloat16 into float32, as in optax, where apply_if_finite fails here) is skipped with zeros of the
+    # dtypes it returns. The extra trace happens on this path only, and never reaches the compiled step.
+    dtypes = _update_dtypes(inner, updates, state.inner_state, params, extra_args)
+    if dtypes == tuple(None if g is None else _numerics.dtype_of(g) for g in _tree.flatten(updates)[0]):
+      raise
+    new_updates, inner_state = run_if(_base.Bound(_zeros_in, None, dtypes=dtypes))
   total = jnp.where(finite, state.total_notfinite, _numerics.safe_increment(state.total_notfinite))
   return new_updates, ApplyIfFiniteState(notfinite_count=notfinite_count, last_finite=finite,
                                          total_notfinite=total, inner_state=inner_state)

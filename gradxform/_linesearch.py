@@ -55,7 +55,7 @@ def _backtracking_init(params, *, store_grad, **_):
   return ScaleByBacktrackingLinesearchState(
       learning_rate=jnp.array(1.0, dtype), value=jnp.array(jnp.inf, dtype),
       grad=_tree.zeros_like(params) if store_grad else None,
-      info=BacktrackingLinesearchInfo(num_linesearch_steps=jnp.asarray(0),
+      info=BacktrackingLinesearchInfo(num_linesearch_steps=jnp.asarray(0, dtype=int),  # strong, as update's
                                       decrease_error=jnp.array(jnp.inf, dtype)))
 
 

@@ -117,7 +117,9 @@ def require_extra_args(fn: str, **args: Any) -> None:
       raise _errors.MissingArgumentError(
           f"{fn} needs the keyword argument `{name}`: call `update(updates, state, params, value=..., "
           "grad=..., value_fn=...)` with the objective's value and gradient at params and the objective "
-          "itself (in a chain, pass them to the chain's update)")
+          "itself (in a chain, pass them to the chain's update; inside an optax combinator such as "
+          "optax.chain, pass the transformation as optax.GradientTransformationExtraArgs(*tx), since "
+          "optax forwards keyword arguments only to its own class)")
 
 
 def value_fn_kwargs(value_fn: Callable[..., Any], extra_args: dict) -> dict:

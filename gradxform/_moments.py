@@ -98,6 +98,36 @@ def _keep_dtype(new, old):
   return new.astype(old.dtype) if new.dtype != old.dtype else new
 
 
+def _nu_dtype_arg(fn: str, nu_dtype: Any | None) -> Any | None:
+  """The canonical `nu_dtype` (None stays None); anything but a real floating dtype is an error.
+
+  `nu_dtype` is a gradxform addition (optax has only `mu_dtype`): the dtype the second moment is stored in.
+  """
+  if nu_dtype is None:
+    return None
+  try:
+    dtype = _tree.canonical_dtype(nu_dtype)
+  except TypeError as err:
+    raise _errors.HyperparameterTypeError(
+        f"{fn}: argument `nu_dtype` must be a floating dtype or None, got {nu_dtype!r}") from err
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise _errors.HyperparameterTypeError(f"{fn}: argument `nu_dtype` must be a floating dtype or None, got {dtype}")
+  return dtype
+
+
+def _widened(g, nu):
+  """`g` (when real) and `nu` cast up to the wider of their precisions; used only when `nu_dtype` is given.
+
+  A float32 nu is then accumulated from g^2 computed in float32 for bfloat16 gradients, and a bfloat16 nu is
+  updated at the gradient's precision and rounded only when stored.
+  """
+  with jax.numpy_dtype_promotion("standard"):
+    wide = jnp.promote_types(jnp.finfo(g.dtype).dtype, nu.dtype)  # finfo(complex64).dtype is float32
+  if not jnp.iscomplexobj(g) and g.dtype != wide:
+    g = g.astype(wide)
+  return g, (nu if nu.dtype == wide else nu.astype(wide))
+
+
 # ----------------------------------------------------------------------------------------------
 # trace and ema.
 
@@ -169,14 +199,17 @@ def ema(decay: jax.typing.ArrayLike, debias: bool = True,
 # Adam and its variants.
 
 
-def _adam_init(params, *, mu_dtype=None, **_):
+def _adam_init(params, *, mu_dtype=None, nu_dtype=None, **_):
   return ScaleByAdamState(count=_zero_count(), mu=_tree.zeros_like(params, dtype=mu_dtype),
-                          nu=_tree.zeros_like(params))
+                          nu=_tree.zeros_like(params, dtype=nu_dtype))
 
 
-def _adam_moments(g, mu, nu, b1, b2):
-  """One step of Adam's first and second moments, in the working dtype."""
-  return _moving_average(g, mu, b1), _moving_average(_square(g), nu, b2)
+def _adam_moments(g, mu, nu, b1, b2, widen=False):
+  """One step of Adam's first and second moments, in the working dtype (`widen`: see `_widened`)."""
+  new_mu = _moving_average(g, mu, b1)
+  if widen:
+    g, nu = _widened(g, nu)
+  return new_mu, _moving_average(_square(g), nu, b2)
 
 
 def _adam_corrections(b1, b2, count, nesterov):
@@ -186,13 +219,13 @@ def _adam_corrections(b1, b2, count, nesterov):
   return bc1, bc2, bc1_next
 
 
-def _adam_hats(g, mu, nu, b1, b2, corrections, nesterov):
+def _adam_hats(g, mu, nu, b1, b2, corrections, nesterov, widen=False):
   """New moments and their bias-corrected values: (mu_hat, nu_hat, new_mu, new_nu).
 
   With Nesterov, mu_hat = b1 * mu / (1 - b1^(t+1)) + (1 - b1) * g / (1 - b1^t) (Dozat, 2016).
   """
   bc1, bc2, bc1_next = corrections
-  new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2)
+  new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2, widen)
   if nesterov:
     mu_hat = _numerics.add(_numerics.mul(b1, _debias(new_mu, bc1_next)), _numerics.mul(1 - b1, _debias(g, bc1)))
   else:
@@ -200,15 +233,19 @@ def _adam_hats(g, mu, nu, b1, b2, corrections, nesterov):
   return mu_hat, _debias(new_nu, bc2), new_mu, new_nu
 
 
-def _adam_update(updates, state, params=None, *, b1, b2, eps, eps_root, mu_dtype, nesterov, **extra_args):
+def _adam_update(updates, state, params=None, *, b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype=None,
+                 **extra_args):
   del params, extra_args, mu_dtype
   _errors.expect_state(state, (ScaleByAdamState,), "scale_by_adam")
   count = _numerics.safe_increment(state.count)
   corrections = _adam_corrections(b1, b2, count, nesterov)
+  widen = nu_dtype is not None
 
   def leaf(g, mu, nu):
-    mu_hat, nu_hat, new_mu, new_nu = _adam_hats(g, mu, nu, b1, b2, corrections, nesterov)
+    mu_hat, nu_hat, new_mu, new_nu = _adam_hats(g, mu, nu, b1, b2, corrections, nesterov, widen)
     step = _numerics.div(mu_hat, jnp.sqrt(nu_hat + eps_root) + eps)
+    if widen:  # divided at nu's precision, returned in the dtype the default nu would give
+      step = _keep_dtype(step, mu_hat)
     return step, _keep_dtype(new_mu, mu), _keep_dtype(new_nu, nu)
 
   updates, (mu, nu) = _tree.leafwise(leaf, updates, (state.mu, state.nu), state_names=("state.mu", "state.nu"))
@@ -225,7 +262,8 @@ def _check_adam_args(fn, b1, b2, eps, eps_root):
 def scale_by_adam(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike = 0.999,
                   eps: jax.typing.ArrayLike = 1e-8, eps_root: jax.typing.ArrayLike = 0.0,
                   mu_dtype: Optional[jax.typing.DTypeLike] = None, *,
-                  nesterov: bool = False) -> _base.GradientTransformationExtraArgs:
+                  nesterov: bool = False,
+                  nu_dtype: jax.typing.DTypeLike | None = None) -> _base.GradientTransformationExtraArgs:
   """Adam's scaling: m_hat / (sqrt(v_hat + eps_root) + eps) (Kingma & Ba, 2014).
 
   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t).
@@ -236,31 +274,39 @@ def scale_by_adam(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike = 0.9
     eps_root: added inside the square root (keeps meta-gradients finite).
     mu_dtype: dtype of the first moment; None keeps the params' dtype.
     nesterov: Nesterov momentum on the first moment (NAdam, Dozat 2016).
+    nu_dtype: gradxform addition: dtype the second moment is stored in (e.g. float32 for bfloat16 params);
+      None keeps the params' dtype, as optax does. When given, g^2 and the division are computed at the
+      wider of nu's and the gradient's precision, and the update keeps the dtype it has with None.
   """
   _check_adam_args("scale_by_adam", b1, b2, eps, eps_root)
   return _base.transformation("scale_by_adam", _adam_init, _adam_update, b1=b1, b2=b2, eps=eps,
-                              eps_root=eps_root, mu_dtype=_tree.canonical_dtype(mu_dtype), nesterov=nesterov)
+                              eps_root=eps_root, mu_dtype=_tree.canonical_dtype(mu_dtype), nesterov=nesterov,
+                              nu_dtype=_nu_dtype_arg("scale_by_adam", nu_dtype))
 
 
-def _amsgrad_init(params, *, mu_dtype, **_):
+def _amsgrad_init(params, *, mu_dtype, nu_dtype=None, **_):
   return ScaleByAmsgradState(count=_zero_count(), mu=_tree.zeros_like(params, dtype=mu_dtype),
-                             nu=_tree.zeros_like(params), nu_max=_tree.zeros_like(params))
+                             nu=_tree.zeros_like(params, dtype=nu_dtype),
+                             nu_max=_tree.zeros_like(params, dtype=nu_dtype))
 
 
 def _amsgrad_update(updates, state, params=None, *, b1, b2, eps, eps_root, mu_dtype, bias_correction_mu,
-                    bias_correction_nu, **extra_args):
+                    bias_correction_nu, nu_dtype=None, **extra_args):
   del params, extra_args, mu_dtype
   _errors.expect_state(state, (ScaleByAmsgradState,), "scale_by_amsgrad")
   count = _numerics.safe_increment(state.count)
   bc1, bc2 = _numerics.bias_correction_factor(b1, count), _numerics.bias_correction_factor(b2, count)
+  widen = nu_dtype is not None
 
   def leaf(g, mu, nu, nu_max):
-    new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2)
+    new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2, widen)
     mu_hat = _debias(new_mu, bc1) if bias_correction_mu else new_mu
     nu_eff = _debias(new_nu, bc2) if bias_correction_nu else new_nu
     new_max = _numerics.maximum(nu_max, nu_eff)
-    return (_numerics.div(mu_hat, jnp.sqrt(new_max + eps_root) + eps), _keep_dtype(new_mu, mu),
-            _keep_dtype(new_nu, nu), _keep_dtype(new_max, nu_max))
+    step = _numerics.div(mu_hat, jnp.sqrt(new_max + eps_root) + eps)
+    if widen:
+      step = _keep_dtype(step, mu_hat)
+    return step, _keep_dtype(new_mu, mu), _keep_dtype(new_nu, nu), _keep_dtype(new_max, nu_max)
 
   updates, (mu, nu, nu_max) = _tree.leafwise(
       leaf, updates, (state.mu, state.nu, state.nu_max), state_names=("state.mu", "state.nu", "state.nu_max"))
@@ -270,18 +316,20 @@ def _amsgrad_update(updates, state, params=None, *, b1, b2, eps, eps_root, mu_dt
 def scale_by_amsgrad(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike = 0.999,
                      eps: jax.typing.ArrayLike = 1e-8, eps_root: jax.typing.ArrayLike = 0.0,
                      mu_dtype: Optional[jax.typing.DTypeLike] = None, bias_correction_mu: bool = True,
-                     bias_correction_nu: bool = True) -> _base.GradientTransformationExtraArgs:
+                     bias_correction_nu: bool = True, *,
+                     nu_dtype: jax.typing.DTypeLike | None = None) -> _base.GradientTransformationExtraArgs:
   """AMSGrad: Adam with the running maximum of the (debiased) second moment (Reddi et al., 2018).
 
   Args:
     b1, b2, eps, eps_root, mu_dtype: as in `scale_by_adam`.
     bias_correction_mu, bias_correction_nu: debias the first / second moment.
+    nu_dtype: gradxform addition: dtype of `nu` and `nu_max`, as in `scale_by_adam` (None: the params').
   """
   _check_adam_args("scale_by_amsgrad", b1, b2, eps, eps_root)
   return _base.transformation(
       "scale_by_amsgrad", _amsgrad_init, _amsgrad_update, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
       mu_dtype=_tree.canonical_dtype(mu_dtype), bias_correction_mu=bias_correction_mu,
-      bias_correction_nu=bias_correction_nu)
+      bias_correction_nu=bias_correction_nu, nu_dtype=_nu_dtype_arg("scale_by_amsgrad", nu_dtype))
 
 
 def _adamax_update(updates, state, params=None, *, b1, b2, eps, **extra_args):

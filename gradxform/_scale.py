@@ -58,6 +58,7 @@ def scale_by_schedule(step_size_fn: _base.Schedule) -> _base.GradientTransformat
     raise _errors.HyperparameterTypeError(
         f"scale_by_schedule: argument `step_size_fn` must be a schedule (callable), got "
         f"{type(step_size_fn).__name__}")
+  _errors.check_schedule("scale_by_schedule", "step_size_fn", step_size_fn)
   return _base.transformation("scale_by_schedule", _schedule_init, _schedule_update, step_size_fn=step_size_fn)
 
 

@@ -59,6 +59,8 @@ def _rprop_update(updates, state, params=None, *, learning_rate, eta_minus, eta_
                   max_step_size, **extra_args):
   del params, learning_rate, extra_args
   _errors.expect_state(state, (ScaleByRpropState,), "scale_by_rprop")
+  _errors.reject_complex(updates, "scale_by_rprop compares gradient signs and clips step sizes, which complex "
+                         "numbers do not allow (optax fails there too)")
   leaf = lambda g, s, prev: _rprop_leaf(g, s, prev, eta_minus=eta_minus, eta_plus=eta_plus,
                                         min_step_size=min_step_size, max_step_size=max_step_size)
   updates, (step_sizes, prev_updates) = _tree.leafwise(

@@ -52,10 +52,19 @@ def state_dict(state: Any) -> dict[str, np.ndarray]:
   """
   pairs, _ = _keyed_leaves(state, "state_dict")
   # A copy, not a view of the device buffer: the dict outlives the state and may be written to.
-  return {key: np.array(leaf, copy=True) for key, leaf in pairs}
+  # A typed PRNG key (add_noise's rng_key) has no numpy form: its raw uint32 key data is stored.
+  return {key: np.array(jax.random.key_data(leaf) if _is_key(leaf) else leaf, copy=True) for key, leaf in pairs}
+
+
+def _is_key(leaf: Any) -> bool:
+  """A typed PRNG key array (`jax.random.key`), or the ShapeDtypeStruct of one."""
+  return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
 def _expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+  if _is_key(leaf):
+    data = jax.eval_shape(jax.random.key_data, leaf)  # the uint32 key data state_dict stores
+    return tuple(data.shape), np.dtype(data.dtype)
   if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
     return tuple(leaf.shape), np.dtype(leaf.dtype)
   as_array = np.asarray(leaf)
@@ -73,10 +82,26 @@ def _as_template_dtype(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
   return value
 
 
+def _weakly_typed(value: np.ndarray) -> Any:
+  """`value` as a weakly typed jax array, as the Python-number constants some states hold trace (L-BFGS's
+  line-search info); a strongly typed one would make a jitted step retrace on the loaded state."""
+  zero = jnp.asarray(value.dtype.type(0).item())  # a Python number: weakly typed, in jax's default dtype
+  if not zero.weak_type or zero.dtype != value.dtype:
+    return value
+  return jnp.broadcast_to(zero, value.shape).at[...].set(value)  # a scatter keeps its operand's weak type
+
+
 def _place(value: np.ndarray, leaf: Any) -> Any:
   """`value` as a jax array where the template leaf lives (its sharding), or as its Python scalar type."""
   if isinstance(leaf, (bool, int, float, complex)):
     return type(leaf)(value.item())  # a Python scalar in a state is kept one, so jit sees the same tree
+  if _is_key(leaf):
+    # A ShapeDtypeStruct has no public accessor for its key implementation; its dtype keeps it.
+    impl = (jax.random.key_impl(leaf) if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
+            else getattr(leaf.dtype, "_impl", None))
+    value = jax.random.wrap_key_data(jnp.asarray(value), impl=impl)
+  elif getattr(leaf, "weak_type", False):
+    value = _weakly_typed(value)
   sharding = None
   if isinstance(leaf, jax.ShapeDtypeStruct):
     sharding = getattr(leaf, "sharding", None)

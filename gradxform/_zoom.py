@@ -314,8 +314,11 @@ def _zoom_init(params, **_):
   dtype = _ls.value_dtype(params)
   return ScaleByZoomLinesearchState(
       learning_rate=jnp.asarray(1.0, dtype), value=jnp.asarray(jnp.inf, dtype), grad=_tree.zeros_like(params),
-      info=ZoomLinesearchInfo(num_linesearch_steps=jnp.asarray(0), decrease_error=jnp.asarray(jnp.inf),
-                              curvature_error=jnp.asarray(jnp.inf)))
+      # Strongly typed (optax's Python-number constants are weak): the state update() returns is strongly
+      # typed, so weak ones here would make a jitted step trace twice. Same dtypes, same values.
+      info=ZoomLinesearchInfo(num_linesearch_steps=jnp.asarray(0, dtype=int),
+                              decrease_error=jnp.asarray(jnp.inf, dtype=float),
+                              curvature_error=jnp.asarray(jnp.inf, dtype=float)))
 
 
 class _Settings(NamedTuple):

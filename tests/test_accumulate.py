@@ -8,6 +8,7 @@ and under jit, with NaN / inf gradients injected at chosen steps and extra argum
 import functools
 import inspect
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -332,3 +333,16 @@ def test_state_class_fields_match_optax(name):
   assert ours.__name__ == theirs.__name__
   assert ours._fields == theirs._fields
   assert ours._field_defaults == theirs._field_defaults
+
+
+def test_multisteps_object_goes_into_chain_as_it_is():
+  # optax's chain cannot unpack a MultiSteps object; gradxform's takes anything with init/update.
+  params = {"w": jnp.ones(3)}
+  chained = gradxform.chain(gradxform.clip_by_global_norm(1.0), gradxform.MultiSteps(gradxform.adam(0.1), 2))
+  by_hand = gradxform.MultiSteps(gradxform.adam(0.1), 2)
+  state, hand_state = chained.init(params), by_hand.init(params)
+  for _ in range(4):
+    updates, state = chained.update(params, state, params)
+    clipped = jax.tree.map(lambda g: g / jnp.sqrt(3.0), params)
+    hand_updates, hand_state = by_hand.update(clipped, hand_state, params)
+    chex.assert_trees_all_close(updates, hand_updates)

@@ -14,6 +14,8 @@ Exclusions, each defended:
   `optax.tree_utils`, `Any`/`jax`/`jnp` in `optax.experimental.aggregating`) are its imports, not optax API; they
   are found by reading the module's import statements, not listed by hand. So are optax modules a module imports
   that are not its subpackages (`base`, `tree`, `utils` in `optax.experimental.aggregating`).
+- gradxform's documented additions to optax signatures, listed in `EXTENSIONS` (see there): each is a trailing
+  keyword-only parameter with default None, checked to be exactly that, then dropped before the comparison.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ import gradxform
 DEPRECATED = {"": ("differentially_private_aggregate", "DifferentiallyPrivateAggregateState", "dpsgd",
                    "monte_carlo")}
 
-NAMESPACES = ["", "schedules", "transforms", "tree_utils", "tree"]
+from tests.extensions import EXTENSIONS  # noqa: E402
+from tests.extensions import without_extensions  # noqa: E402
 
+NAMESPACES = ["", "schedules", "transforms", "tree_utils", "tree"]
 
 def _outside_imports(module) -> set[str]:
   """Names `module` binds by importing from outside optax (`from typing import Any`, `import jax`…)."""
@@ -168,7 +172,19 @@ def test_name_exists_with_the_same_signature(ns, name):
   ours_module = _resolve(gradxform, ns)
   assert hasattr(ours_module, name), f"{where} has no `{name}`"
   ours = getattr(ours_module, name)
+  if (ns, name) in EXTENSIONS:
+    added = EXTENSIONS[ns, name]
+    assert not set(added) & set(inspect.signature(theirs).parameters), f"optax's {name} now has {added}"
+    stripped = without_extensions(ours, added)
+    assert ("callable", [(p.name, p.kind, _comparable_default(p.default)) for p in stripped.parameters.values()]) \
+        == _describe(theirs)
+    return
   assert _describe(ours) == _describe(theirs)
+
+
+def test_extensions_are_listed_names():
+  """Every EXTENSIONS entry names a compared optax function (no stale rows)."""
+  assert set(EXTENSIONS) <= set(CASES)
 
 
 def test_namespaces_found():

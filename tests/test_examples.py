@@ -1,20 +1,17 @@
-"""The examples and the quickstart notebook run, and learn.
+"""The examples run, and learn (the notebooks are run by test_notebooks.py).
 
 They run in-process (imported by path), under the suite's strict dtype promotion and warnings-as-errors,
 so the code users copy from them is clean under both.
 """
 
 import importlib.util
-import json
 import pathlib
 import sys
 
-import matplotlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-NOTEBOOKS = ROOT / "notebooks"
 
 pytest.importorskip("sklearn", reason="the examples need the `examples` extra")
 pytest.importorskip("tqdm", reason="the examples need the `examples` extra")
@@ -60,38 +57,6 @@ def test_compare_optimizers(compare_optimizers, tmp_path):
   assert set(accuracies) == set(compare_optimizers.OPTIMIZERS)
   for name, accuracy in accuracies.items():
     assert accuracy > 0.5, f"{name} reached only {accuracy:.3f} (chance is 0.1)"
-
-
-def _notebook_code(path):
-  """The notebook's code cells as Python source, minus skipped cells and shell/magic lines."""
-  notebook = json.loads(path.read_text())
-  assert notebook["nbformat"] == 4
-  sources = []
-  for cell in notebook["cells"]:
-    if cell["cell_type"] != "code":
-      continue
-    assert not cell.get("outputs"), "notebooks are stored without outputs"
-    if "skip-execution" in cell.get("metadata", {}).get("tags", []):
-      continue
-    lines = "".join(cell["source"]).splitlines()
-    sources.append("\n".join(line for line in lines if not line.lstrip().startswith(("!", "%"))))
-  return sources
-
-
-def test_quickstart_notebook_runs():
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  path = NOTEBOOKS / "quickstart.ipynb"
-  namespace = {"__name__": "__main__"}
-  try:
-    for i, source in enumerate(_notebook_code(path)):
-      exec(compile(source, f"{path.name}[code cell {i}]", "exec"), namespace)
-  finally:
-    plt.close("all")
-  losses = namespace["losses"]
-  assert len(losses) == 100
-  assert losses[-1] < losses[0]
 
 
 def test_param_groups_example_learns_without_retracing(capsys):

@@ -16,6 +16,7 @@ from optax.schedules import _inject as optax_inject
 import pytest
 
 import gradxform
+from tests.extensions import optax_parameters
 from convergence import assert_trains
 from equivalence import Ref, _show, assert_equivalent, assert_trees_equivalent, gradients, mixed_params, resolve
 
@@ -285,9 +286,8 @@ def test_bad_factory_and_arguments_raise_clear_errors():
     gradxform.inject_hyperparams(3)
   with pytest.raises(gradxform.HyperparameterTypeError, match="inject_hyperparams.*adam.*lr"):
     gradxform.inject_hyperparams(gradxform.adam)(0.1, lr=0.1)
-  tx = gradxform.inject_hyperparams(gradxform.adam)(learning_rate=-1.0)
   with pytest.raises(gradxform.HyperparameterError, match="inject_hyperparams.*adam.*learning_rate"):
-    tx.init(mixed_params())
+    gradxform.inject_hyperparams(gradxform.adam)(learning_rate=-1.0)  # checked as given, at construction
 
 
 def test_ambiguous_params_dtype_asks_for_hyperparam_dtype():
@@ -332,7 +332,7 @@ def test_stateful_schedule_protocol_matches_optax(name):
 def test_injected_factory_keeps_the_factory_signature(factory):
   ours = gradxform.inject_hyperparams(getattr(gradxform, factory))
   assert _parameters(ours) == _parameters(getattr(gradxform, factory))
-  assert _parameters(ours) == _parameters(optax.inject_hyperparams(getattr(optax, factory)))
+  assert optax_parameters(ours) == _parameters(optax.inject_hyperparams(getattr(optax, factory)))
   assert ours.__name__ == factory
 
 

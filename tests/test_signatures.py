@@ -12,6 +12,7 @@ from optax.transforms import _adding as optax_adding
 import pytest
 
 import gradxform
+from tests.extensions import optax_parameters
 
 FUNCTIONS = """
 identity stateless stateless_with_tree_map set_to_zero init_empty_state with_extra_args_support
@@ -44,7 +45,7 @@ def _parameters(fn):
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_signature_matches_optax(name):
   ours, theirs = getattr(gradxform, name), getattr(optax, name)
-  assert _parameters(ours) == _parameters(theirs)
+  assert optax_parameters(ours) == _parameters(theirs)
 
 
 @pytest.mark.parametrize("name", [n for n in FUNCTIONS if n.endswith("_schedule") and not n.startswith("scale_by")

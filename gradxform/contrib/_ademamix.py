@@ -20,7 +20,7 @@ from gradxform import _tree
 from gradxform._adaptive import _elem_norm_moment
 from gradxform._alias import _optimizer
 from gradxform._decay import add_decayed_weights
-from gradxform._moments import _debias, _moving_average, _zero_count
+from gradxform._moments import _debias, _keep_dtype, _moving_average, _nu_dtype_arg, _widened, _zero_count
 from gradxform._scale import scale_by_learning_rate
 
 __all__ = [
@@ -56,15 +56,16 @@ def _value(hyperparam, count):
 # AdEMAMix.
 
 
-def _ademamix_init(params, *, mu_dtype, **_):
-  # All three buffers take mu_dtype, the second moment included (as optax does).
+def _ademamix_init(params, *, mu_dtype, nu_dtype=None, **_):
+  # All three buffers take mu_dtype, the second moment included (as optax does), unless nu_dtype is given.
   return ScaleByAdemamixState(count=_zero_count(), count_m2=_zero_count(),
                               m1=_tree.zeros_like(params, dtype=mu_dtype),
                               m2=_tree.zeros_like(params, dtype=mu_dtype),
-                              nu=_tree.zeros_like(params, dtype=mu_dtype))
+                              nu=_tree.zeros_like(params, dtype=mu_dtype if nu_dtype is None else nu_dtype))
 
 
-def _ademamix_update(updates, state, params=None, *, b1, b2, b3, alpha, eps, eps_root, mu_dtype, **extra_args):
+def _ademamix_update(updates, state, params=None, *, b1, b2, b3, alpha, eps, eps_root, mu_dtype, nu_dtype=None,
+                     **extra_args):
   del params, extra_args, mu_dtype
   _errors.expect_state(state, (ScaleByAdemamixState,), "scale_by_ademamix")
   b3_now, alpha_now = _value(b3, state.count_m2), _value(alpha, state.count_m2)
@@ -73,12 +74,16 @@ def _ademamix_update(updates, state, params=None, *, b1, b2, b3, alpha, eps, eps
   bc1 = _numerics.bias_correction_factor(b1, count)
   bc2 = _numerics.bias_correction_factor(b2, count)
 
+  widen = nu_dtype is not None
+
   def leaf(g, m1, m2, nu):
     new_m1 = _moving_average(g, m1, b1)
     new_m2 = _moving_average(g, m2, b3_now)  # the slow average is never debiased: it fills up slowly
-    new_nu = _elem_norm_moment(g, nu, b2, 2)
+    new_nu = _elem_norm_moment(*_widened(g, nu), b2, 2) if widen else _elem_norm_moment(g, nu, b2, 2)
     numerator = _numerics.add(_debias(new_m1, bc1), _numerics.mul(alpha_now, new_m2))
     step = _numerics.div(numerator, jnp.sqrt(_debias(new_nu, bc2) + eps_root) + eps)
+    if widen:  # an explicit nu_dtype: kept across steps; the update keeps the dtype of the averages
+      return _keep_dtype(step, numerator), new_m1, new_m2, _keep_dtype(new_nu, nu)
     return step, new_m1, new_m2, new_nu
 
   updates, (m1, m2, nu) = _tree.leafwise(leaf, updates, (state.m1, state.m2, state.nu),
@@ -98,7 +103,8 @@ def _check_ademamix(fn, b1, b2, b3, alpha, eps, eps_root):
 def scale_by_ademamix(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike = 0.999,
                       b3: _base.ScalarOrSchedule = 0.9999, alpha: _base.ScalarOrSchedule = 6.0,
                       eps: jax.typing.ArrayLike = 1e-8, eps_root: jax.typing.ArrayLike = 0.0,
-                      mu_dtype: Optional[jax.typing.DTypeLike] = None
+                      mu_dtype: Optional[jax.typing.DTypeLike] = None, *,
+                      nu_dtype: jax.typing.DTypeLike | None = None
                       ) -> _base.GradientTransformationExtraArgs:
   """AdEMAMix's scaling: (m1_hat + alpha m2) / (sqrt(nu_hat + eps_root) + eps).
 
@@ -113,21 +119,25 @@ def scale_by_ademamix(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike =
     eps: added to the denominator outside the square root.
     eps_root: added inside the square root.
     mu_dtype: dtype of the three buffers at initialisation; None keeps the params' dtype.
+    nu_dtype: gradxform addition: dtype the second moment is stored in, kept across steps; None gives it
+      mu_dtype (as optax does). When given, g^2 and the division are computed at the wider of nu's and the
+      gradient's precision, and the update keeps the dtype of the averages.
 
   Returns:
     The transformation; its state is a ScaleByAdemamixState.
   """
   _check_ademamix("scale_by_ademamix", b1, b2, b3, alpha, eps, eps_root)
   return _base.transformation("scale_by_ademamix", _ademamix_init, _ademamix_update, b1=b1, b2=b2, b3=b3,
-                              alpha=alpha, eps=eps, eps_root=eps_root, mu_dtype=_tree.canonical_dtype(mu_dtype))
+                              alpha=alpha, eps=eps, eps_root=eps_root, mu_dtype=_tree.canonical_dtype(mu_dtype),
+                              nu_dtype=_nu_dtype_arg("scale_by_ademamix", nu_dtype))
 
 
 def ademamix(learning_rate: _base.ScalarOrSchedule, b1: jax.typing.ArrayLike = 0.9,
              b2: jax.typing.ArrayLike = 0.999, b3: _base.ScalarOrSchedule = 0.9999,
              alpha: _base.ScalarOrSchedule = 5.0, eps: jax.typing.ArrayLike = 1e-8,
              eps_root: jax.typing.ArrayLike = 0.0, mu_dtype: Optional[Any] = None,
-             weight_decay: jax.typing.ArrayLike = 0.0, mask: Mask = None
-             ) -> _base.GradientTransformationExtraArgs:
+             weight_decay: jax.typing.ArrayLike = 0.0, mask: Mask = None, *,
+             nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
   """AdEMAMix: `scale_by_ademamix`, decoupled weight decay, then the learning rate.
 
   Note the default alpha is 5 here but 6 in `scale_by_ademamix` (as in optax).
@@ -137,6 +147,7 @@ def ademamix(learning_rate: _base.ScalarOrSchedule, b1: jax.typing.ArrayLike = 0
     b1, b2, b3, alpha, eps, eps_root, mu_dtype: as in `scale_by_ademamix`.
     weight_decay: decay rate, multiplied by the learning rate.
     mask: where to apply the decay (a tree of booleans or a function of the params).
+    nu_dtype: gradxform addition, as in `scale_by_ademamix` (None: optax's behaviour).
 
   Returns:
     The optimizer.
@@ -144,9 +155,11 @@ def ademamix(learning_rate: _base.ScalarOrSchedule, b1: jax.typing.ArrayLike = 0
   _errors.check_learning_rate("ademamix", learning_rate)
   _check_ademamix("ademamix", b1, b2, b3, alpha, eps, eps_root)
   _errors.check_number("ademamix", "weight_decay", weight_decay, low=0.0, allow_schedule=True)
+  _nu_dtype_arg("ademamix", nu_dtype)
   return _optimizer(
       "ademamix",
-      scale_by_ademamix(b1=b1, b2=b2, b3=b3, alpha=alpha, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
+      scale_by_ademamix(b1=b1, b2=b2, b3=b3, alpha=alpha, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
+                        nu_dtype=nu_dtype),
       add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate))
 
 

@@ -19,7 +19,7 @@ from gradxform import _numerics
 from gradxform import _tree
 from gradxform._adaptive import _elem_norm_moment
 from gradxform._alias import _optimizer
-from gradxform._moments import ScaleByAdamState, _moving_average, _zero_count
+from gradxform._moments import ScaleByAdamState, _keep_dtype, _moving_average, _nu_dtype_arg, _widened, _zero_count
 from gradxform._scale import scale_by_learning_rate
 
 __all__ = ["adopt", "scale_by_adopt"]
@@ -31,13 +31,13 @@ def _fourth_root(x):
     return x ** 0.25
 
 
-def _adopt_init(params, *, mu_dtype, **_):
+def _adopt_init(params, *, mu_dtype, nu_dtype=None, **_):
   return ScaleByAdamState(count=_zero_count(), mu=_tree.zeros_like(params, dtype=mu_dtype),
-                          nu=_tree.zeros_like(params))
+                          nu=_tree.zeros_like(params, dtype=nu_dtype))
 
 
 def _adopt_update(updates, state, params=None, *, b1, b2, eps, mu_dtype, nesterov, use_clipping, clip_value_fn,
-                  **extra_args):
+                  nu_dtype=None, **extra_args):
   del params, extra_args
   _errors.expect_state(state, (ScaleByAdamState,), "scale_by_adopt")
   started = state.count > 0
@@ -49,7 +49,12 @@ def _adopt_update(updates, state, params=None, *, b1, b2, eps, mu_dtype, nestero
       bound = clip_value_fn(state.count)
   count = _numerics.safe_increment(state.count)
 
+  widen = nu_dtype is not None
+
   def leaf(g, mu, nu):
+    original_g, stored_nu = g, nu
+    if widen:
+      g, nu = _widened(g, nu)
     new_nu = _elem_norm_moment(g, nu, b2_now, 2)
     normalised = _numerics.div(g, _numerics.maximum(jnp.sqrt(nu), eps))
     if use_clipping:
@@ -57,6 +62,9 @@ def _adopt_update(updates, state, params=None, *, b1, b2, eps, mu_dtype, nestero
         normalised = jnp.clip(normalised, -bound, bound)
     new_mu = _moving_average(normalised, mu, b1_now)
     step = _moving_average(normalised, new_mu, b1_now) if nesterov else new_mu
+    if widen:  # an explicit nu_dtype: normalised at nu's precision; step, mu and nu keep their dtypes
+      out = _numerics.promote(original_g, mu)[0]
+      return _keep_dtype(step, out), _keep_dtype(new_mu, mu), _keep_dtype(new_nu, stored_nu)
     return step, (new_mu if mu_dtype is None else new_mu.astype(mu_dtype)), new_nu
 
   updates, (mu, nu) = _tree.leafwise(leaf, updates, (state.mu, state.nu), state_names=("state.mu", "state.nu"))
@@ -76,8 +84,8 @@ def _check(fn, b1, b2, eps, use_clipping, clip_value_fn):
 def scale_by_adopt(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike = 0.9999,
                    eps: jax.typing.ArrayLike = 1e-6, mu_dtype: Optional[jax.typing.DTypeLike] = None, *,
                    nesterov: bool = False, use_clipping: bool = True,
-                   clip_value_fn: Callable[[jax.Array], jax.Array] = _fourth_root
-                   ) -> _base.GradientTransformationExtraArgs:
+                   clip_value_fn: Callable[[jax.Array], jax.Array] = _fourth_root,
+                   nu_dtype: jax.typing.DTypeLike | None = None) -> _base.GradientTransformationExtraArgs:
   """ADOPT's scaling: m <- b1 m + (1 - b1) clip(g / max(sqrt(v_prev), eps)); v <- b2 v + (1 - b2) g^2.
 
   The normaliser v_prev excludes the current gradient. The first step returns zeros and only sets
@@ -91,6 +99,9 @@ def scale_by_adopt(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike = 0.
     nesterov: return b1 m + (1 - b1) g_normalised instead of m.
     use_clipping: clip the normalised gradient.
     clip_value_fn: the clipping bound as a function of the step count (default t ** 0.25).
+    nu_dtype: gradxform addition: dtype the second moment is stored in, kept across steps; None keeps the
+      params' dtype (as optax). When given, g^2 and the normalisation are computed at the wider of nu's
+      and the gradient's precision, mu keeps its initial dtype and the update the gradient's and mu's.
 
   Returns:
     The transformation; its state is a ScaleByAdamState.
@@ -98,25 +109,28 @@ def scale_by_adopt(b1: jax.typing.ArrayLike = 0.9, b2: jax.typing.ArrayLike = 0.
   _check("scale_by_adopt", b1, b2, eps, use_clipping, clip_value_fn)
   return _base.transformation("scale_by_adopt", _adopt_init, _adopt_update, b1=b1, b2=b2, eps=eps,
                               mu_dtype=_tree.canonical_dtype(mu_dtype), nesterov=nesterov,
-                              use_clipping=use_clipping, clip_value_fn=clip_value_fn)
+                              use_clipping=use_clipping, clip_value_fn=clip_value_fn,
+                              nu_dtype=_nu_dtype_arg("scale_by_adopt", nu_dtype))
 
 
 def adopt(learning_rate: _base.ScalarOrSchedule, b1: jax.typing.ArrayLike = 0.9,
           b2: jax.typing.ArrayLike = 0.9999, eps: jax.typing.ArrayLike = 1e-6, mu_dtype: Optional[Any] = None,
           *, nesterov: bool = False, use_clipping: bool = True,
-          clip_value_fn: Callable[[jnp.ndarray], jnp.ndarray] = _fourth_root
-          ) -> _base.GradientTransformationExtraArgs:
+          clip_value_fn: Callable[[jnp.ndarray], jnp.ndarray] = _fourth_root,
+          nu_dtype: Any | None = None) -> _base.GradientTransformationExtraArgs:
   """The ADOPT optimizer: `scale_by_adopt` then the learning rate.
 
   Args:
     learning_rate: step size, a number or a schedule.
-    b1, b2, eps, mu_dtype, nesterov, use_clipping, clip_value_fn: as in `scale_by_adopt`.
+    b1, b2, eps, mu_dtype, nesterov, use_clipping, clip_value_fn, nu_dtype: as in `scale_by_adopt`.
 
   Returns:
     The optimizer.
   """
   _errors.check_learning_rate("adopt", learning_rate)
   _check("adopt", b1, b2, eps, use_clipping, clip_value_fn)
+  _nu_dtype_arg("adopt", nu_dtype)
   return _optimizer("adopt", scale_by_adopt(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype, nesterov=nesterov,
-                                            use_clipping=use_clipping, clip_value_fn=clip_value_fn),
+                                            use_clipping=use_clipping, clip_value_fn=clip_value_fn,
+                                            nu_dtype=nu_dtype),
                     scale_by_learning_rate(learning_rate))

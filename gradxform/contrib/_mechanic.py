@@ -7,7 +7,7 @@ decay rate beta_i = 1 - 10^-i (arXiv:2306.00144).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Union
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp

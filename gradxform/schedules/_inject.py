@@ -8,6 +8,7 @@ and their values stored there too. The state layout, storage dtypes and evaluati
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import warnings
@@ -199,12 +200,31 @@ class _InjectedFactory:
 
   def __call__(self, *args, **kwargs) -> _base.GradientTransformationExtraArgs:
     name = getattr(self._inner_factory, "__name__", "inner_factory")
+    parameters = self._signature.parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+      # Named before bind() would report a missing argument instead (learnin_rate= hides learning_rate).
+      unknown = [key for key in kwargs if key not in parameters]
+      if unknown:
+        hints = {key: difflib.get_close_matches(key, list(parameters), n=1) for key in unknown}
+        hint = "".join(f"; did you mean `{match[0]}` for `{key}`?" for key, match in hints.items() if match)
+        raise _errors.HyperparameterTypeError(
+            f"inject_hyperparams({name}): unexpected keyword argument(s) {', '.join(f'`{k}`' for k in unknown)}"
+            f"{hint} (the parameters of {name}: {list(parameters)})")
     try:
       bound = self._signature.bind(*args, **kwargs)
     except TypeError as err:
       raise _errors.HyperparameterTypeError(f"inject_hyperparams({name}): {err}") from None
     bound.apply_defaults()
     fixed, numeric, scheduled = _split_arguments(bound.arguments, self._static_args)
+    # Validate the numbers as given, now: once stored as arrays (maybe rounded to the params' dtype) they
+    # are accepted unchecked, as optax accepts them.
+    try:
+      required_schedules = {k: bound.arguments[k] for k in scheduled
+                            if self._signature.parameters[k].default is inspect.Parameter.empty}
+      self._inner_factory(**fixed, **numeric, **required_schedules)
+    except _errors.GradxformError as err:
+      err.enter(f"inject_hyperparams({name})")
+      raise
     return _base.transformation(f"inject_hyperparams({name})", _inject_init, _inject_update,
                                 inner_factory=self._inner_factory, fixed_args=fixed, numeric_args=numeric,
                                 scheduled_args=scheduled, hyperparam_dtype=self._hyperparam_dtype)
