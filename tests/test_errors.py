@@ -131,8 +131,8 @@ HYPERPARAMETER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", TREE_CASES + DTYPE_CASES + STATE_CASES + HYPERPARAMETER_CASES, ids=lambda c: c[0])
-def test_misuse_is_named(case):
+def assert_case_raises_named(case):
+  """Runs one (name, call, error type, message fragments) case: the error and every fragment must show."""
   _, call, error_type, fragments = case
   with pytest.raises(error_type) as info:
     call()
@@ -140,6 +140,11 @@ def test_misuse_is_named(case):
   for fragment in fragments:
     assert fragment in message, f"{fragment!r} not in {message!r}"
   assert isinstance(info.value, gradxform.GradxformError)
+
+
+@pytest.mark.parametrize("case", TREE_CASES + DTYPE_CASES + STATE_CASES + HYPERPARAMETER_CASES, ids=lambda c: c[0])
+def test_misuse_is_named(case):
+  assert_case_raises_named(case)
 
 
 @pytest.mark.parametrize("case", TREE_CASES + DTYPE_CASES + STATE_CASES, ids=lambda c: c[0])

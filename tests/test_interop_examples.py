@@ -4,28 +4,13 @@ Short runs, in-process, under the suite's strict dtype promotion and warnings-as
 test_examples.py. The flax and equinox examples skip when the `interop` extra is not installed.
 """
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 
 pytest.importorskip("sklearn", reason="the examples need the `examples` extra")
 pytest.importorskip("tqdm", reason="the examples need the `examples` extra")
 pytest.importorskip("matplotlib", reason="the examples need the `examples` extra")
 
-
-def _load_example(name):
-  # The scripts import their shared module as `_digits`, exactly as when run as `python examples/x.py`.
-  if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
-  spec = importlib.util.spec_from_file_location(f"gradxform_examples_{name}", EXAMPLES / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tests.test_examples import _load_example  # noqa: E402  (one loader for every example)
 
 
 def _last_line(capsys):

@@ -18,6 +18,7 @@ import optax
 import pytest
 
 import gradxform
+from tests.test_errors import assert_case_raises_named
 
 PARAMS = {"encoder": {"w": jnp.ones((3, 2)), "b": jnp.ones((2,))}, "head": jnp.ones((4,))}
 GRADS = jax.tree.map(lambda p: 0.5 * p, PARAMS)
@@ -290,13 +291,7 @@ TRACE_TIME_CASES = OTHER_PARAMS_STATE_CASES + MISSING_ARGUMENT_CASES + MASK_AND_
 
 @pytest.mark.parametrize("case", ERROR_CASES, ids=lambda c: c[0])
 def test_misuse_names_its_place(case):
-  _, call, error_type, fragments = case
-  with pytest.raises(error_type) as info:
-    call()
-  message = str(info.value)
-  for fragment in fragments:
-    assert fragment in message, f"{fragment!r} not in {message!r}"
-  assert isinstance(info.value, gradxform.GradxformError)
+  assert_case_raises_named(case)
 
 
 @pytest.mark.parametrize("case", TRACE_TIME_CASES, ids=lambda c: c[0])
