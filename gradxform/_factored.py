@@ -69,9 +69,10 @@ def _init_leaf(p, factored, min_dim_size_to_factor):
   if axes is None:
     return _placeholder(dtype), _placeholder(dtype), _tree.zeros_like(p)
   small, large = axes
-  # The row statistic averages over the largest axis, the column statistic over the other one.
-  return (jnp.zeros(_without_axis(shape, large), dtype), jnp.zeros(_without_axis(shape, small), dtype),
-          _placeholder(dtype))
+  # The row statistic averages over the largest axis, the column statistic over the other one. Sums of
+  # param-tied zeros (not fresh jnp.zeros): they keep the sharding of the param's remaining axes, also under jit.
+  zeros = _tree.zeros_like(p, dtype)
+  return zeros.sum(axis=large), zeros.sum(axis=small), _placeholder(dtype)
 
 
 def _state_shapes(shape: tuple, axes: Optional[tuple[int, int]]) -> tuple[tuple, tuple, tuple]:
