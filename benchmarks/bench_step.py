@@ -35,7 +35,7 @@ def make_tree(kind: str, quick: bool) -> dict:
     n = 1_000_000 if quick else 5_000_000
     shapes = {f"w{i}": (n,) for i in range(4)}
   elif kind == "B":
-    d, layers = (256, 6) if quick else (512, 12)
+    d, layers = (256, 6) if quick else (384, 12)  # full: 12 * 12 * d^2 + 8 * d^2 = 22M params, 145 leaves
     shapes["embed"] = (8 * d, d)
     for i in range(layers):
       for name, shape in {"qkv": (d, 3 * d), "qkv_b": (3 * d,), "out": (d, d), "out_b": (d,), "ln1": (d,),
@@ -84,10 +84,13 @@ def _block(tree):
   jax.tree.map(lambda x: x.block_until_ready(), tree)
 
 
-def measure(params, grads, libs_txs, repeats: int):
-  """Interleaved timing of each (label, lib, tx) step plus the kernel; returns medians and compile times."""
+def measure(tree_params, tree_grads, runs, repeats: int):
+  """Interleaved timing of each (label, lib, tx, params, grads) step plus the kernel over `tree_params`.
+
+  Returns medians, compile times, warm eager times and state sizes, each by label.
+  """
   runners, compile_times, eager_times, sizes = {}, {}, {}, {}
-  for label, lib, tx in libs_txs:
+  for label, lib, tx, params, grads in runs:
     state = tx.init(params)
     sizes[label] = state_bytes(state)
     for _ in range(2):  # the second call is timed: the first compiles each primitive once
@@ -100,15 +103,15 @@ def measure(params, grads, libs_txs, repeats: int):
     start = time.perf_counter()
     compiled = step.lower(copy, state, grads).compile()
     compile_times[label] = time.perf_counter() - start
-    runners[label] = [compiled, copy, state]
-  leaves = jax.tree.leaves(params)
-  grad_leaves = jax.tree.leaves(grads)
+    runners[label] = [compiled, copy, state, grads]
+  leaves = jax.tree.leaves(tree_params)
+  grad_leaves = jax.tree.leaves(tree_grads)
   kernel_state = [[jnp.copy(x) for x in leaves], [jnp.zeros_like(x) for x in leaves],
                   [jnp.zeros_like(x) for x in leaves]]
   times = {label: [] for label in list(runners) + ["kernel"]}
   for _ in range(repeats):
     for label, runner in runners.items():
-      compiled, p, s = runner
+      compiled, p, s, grads = runner
       start = time.perf_counter()
       p, s = compiled(p, s, grads)
       _block(p)
@@ -122,31 +125,53 @@ def measure(params, grads, libs_txs, repeats: int):
   return {k: statistics.median(v) for k, v in times.items()}, compile_times, eager_times, sizes
 
 
+def _as_is(params, grads):
+  return params, grads
+
+
+def _packed(params, grads):
+  return gradxform.FlatTree.of(params), gradxform.FlatTree.of(grads)
+
+
+# label -> (wrap the optimizer, prepare params and grads, trees it runs on)
+VARIANTS = {
+    "gx": (lambda tx: tx, _as_is, "ABC"),
+    "gx fused": (gradxform.fused, _as_is, "ABC"),
+    # the many-small-leaves path: params kept as a FlatTree (unpacked inside the loss), so grads arrive flat
+    "gx flat": (gradxform.flat, _packed, "C"),
+}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true", help="small trees and few repeats")
   parser.add_argument("--repeats", type=int, default=None)
+  parser.add_argument("--trees", default="ABC", help="which trees to run, e.g. AB")
   args = parser.parse_args(argv)
   repeats = args.repeats or (7 if args.quick else 21)
   print(f"jax {jax.__version__}, devices {jax.devices()}, optax {optax.__version__}, quick={args.quick}")
-  header = (f"{'tree':4} {'optimizer':18} {'params':>9} {'leaves':>6} | {'step':>6} {'compile':>7} {'eager':>6} "
-            f"{'state':>6} | {'roofline gx':>11} {'roofline ox':>11} | {'gx step ms':>10} {'gx compile s':>12}")
+  header = (f"{'tree':4} {'optimizer':17} {'variant':9} {'params':>7} {'leaves':>6} | {'step':>5} {'compile':>7} "
+            f"{'eager':>5} {'state':>5} | {'roofline':>8} {'optax':>5} | {'step ms':>8} {'compile s':>9}")
   print(header)
   print("-" * len(header))
-  for kind in ("A", "B", "C"):
+  for kind in args.trees:
     params = make_tree(kind, args.quick)
     grads = jax.tree.map(lambda p: p * 0.5 + 0.01, params)
     n_params = sum(p.size for p in jax.tree.leaves(params))
     ours, theirs = optimizers(gradxform), optimizers(optax)
     for name in ours:
-      medians, compiles, eager, sizes = measure(
-          params, grads, [("gx", gradxform, ours[name]), ("ox", optax, theirs[name])], repeats)
-      print(f"{kind:4} {name:18} {n_params/1e6:8.2f}M {len(params):6d} | "
-            f"{medians['gx'] / medians['ox']:6.2f} {compiles['gx'] / compiles['ox']:7.2f} "
-            f"{eager['gx'] / eager['ox']:6.2f} {sizes['gx'] / sizes['ox']:6.2f} | "
-            f"{medians['gx'] / medians['kernel']:11.2f} {medians['ox'] / medians['kernel']:11.2f} | "
-            f"{medians['gx'] * 1e3:10.2f} {compiles['gx']:12.2f}")
-  print("ratios are gradxform / optax (lower is better); roofline = step / minimal-traffic kernel")
+      runs = [(label, gradxform, wrap(ours[name]), *prepare(params, grads))
+              for label, (wrap, prepare, kinds) in VARIANTS.items() if kind in kinds]
+      medians, compiles, eager, sizes = measure(params, grads, runs + [("ox", optax, theirs[name], params, grads)],
+                                                repeats)
+      for label, *_ in runs:
+        print(f"{kind:4} {name:17} {label:9} {n_params/1e6:6.2f}M {len(params):6d} | "
+              f"{medians[label] / medians['ox']:5.2f} {compiles[label] / compiles['ox']:7.2f} "
+              f"{eager[label] / eager['ox']:5.2f} {sizes[label] / sizes['ox']:5.2f} | "
+              f"{medians[label] / medians['kernel']:8.2f} {medians['ox'] / medians['kernel']:5.2f} | "
+              f"{medians[label] * 1e3:8.2f} {compiles[label]:9.2f}")
+  print("step/compile/eager/state: gradxform / optax (lower is better); roofline: step / minimal-traffic kernel "
+        "(gradxform, then optax)")
 
 
 if __name__ == "__main__":

@@ -128,6 +128,8 @@ from gradxform.schedules._inject import *  # noqa: E402,F401,F403
 # state_dict, mixed precision.
 from gradxform._groups import *  # noqa: E402,F401,F403
 from gradxform._hyperparams import *  # noqa: E402,F401,F403
+from gradxform._flat import *  # noqa: E402,F401,F403
+from gradxform._fused import *  # noqa: E402,F401,F403
 from gradxform._metrics import *  # noqa: E402,F401,F403
 from gradxform._precision import *  # noqa: E402,F401,F403
 from gradxform._state_dict import *  # noqa: E402,F401,F403

@@ -48,13 +48,14 @@ def _clip_by_global_norm_update(updates, state, params=None, *, max_norm, **extr
   del params, extra_args
   norm = _tree.global_norm(updates)
   keep = norm < max_norm
+  return _tree.map_updates(lambda g: clip_by_global_norm_leaf(g, norm, keep, max_norm), updates), state
 
-  def leaf(g):
-    # select (not a multiplication by min(1, max_norm / norm)) keeps unclipped updates bit-identical.
-    clipped = _numerics.mul(g / norm.astype(g.dtype), max_norm)
-    return jax.lax.select(keep, g, clipped)
 
-  return _tree.map_updates(leaf, updates), state
+def clip_by_global_norm_leaf(g, norm, keep, max_norm):
+  """One leaf of `clip_by_global_norm`: g where `keep`, else g / norm * max_norm."""
+  # select (not a multiplication by min(1, max_norm / norm)) keeps unclipped updates bit-identical.
+  clipped = _numerics.mul(g / norm.astype(g.dtype), max_norm)
+  return jax.lax.select(keep, g, clipped)
 
 
 def clip_by_global_norm(max_norm: jax.typing.ArrayLike) -> _base.GradientTransformationExtraArgs:

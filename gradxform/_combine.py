@@ -28,12 +28,16 @@ def _chain_init(params, *, steps, **_):
   return tuple(states)
 
 
-def _chain_update(updates, state, params=None, *, steps, **extra_args):
-  if type(state) is not tuple or len(state) != len(steps):  # pylint: disable=unidiomatic-typecheck
+def check_chain_state(state: Any, n_steps: int) -> None:
+  """Raises StateMismatchError unless `state` is the tuple of `n_steps` states a chain's init makes."""
+  if type(state) is not tuple or len(state) != n_steps:  # pylint: disable=unidiomatic-typecheck
     got = f"a tuple of {len(state)}" if type(state) is tuple else type(state).__name__  # pylint: disable=unidiomatic-typecheck
     raise _errors.StateMismatchError(
-        f"a chain of {len(steps)} transformations needs the tuple of {len(steps)} states its init made, "
-        f"got {got}")
+        f"a chain of {n_steps} transformations needs the tuple of {n_steps} states its init made, got {got}")
+
+
+def _chain_update(updates, state, params=None, *, steps, **extra_args):
+  check_chain_state(state, len(steps))
   new_state = []
   for i, (tx, inner_state) in enumerate(zip(steps, state)):
     try:

@@ -140,13 +140,17 @@ def _trace_update(updates, state, params=None, *, decay, nesterov, accumulator_d
   del params, extra_args, accumulator_dtype
   _errors.expect_state(state, (TraceState,), "trace")
 
-  def leaf(g, t):
-    new_t = _numerics.add(g, _numerics.mul(decay, t))
-    out = _numerics.add(g, _numerics.mul(decay, new_t)) if nesterov else new_t
-    return out, _keep_dtype(new_t, t)
-
+  leaf = functools.partial(trace_leaf, decay=decay, nesterov=nesterov)
   updates, (new_trace,) = _tree.leafwise(leaf, updates, (state.trace,), state_names=("state.trace",))
   return updates, TraceState(trace=new_trace)
+
+
+def trace_leaf(g, t, *, decay, nesterov, copies=None):
+  """Momentum on one leaf: (update, new_trace); `copies`: (g for Nesterov's term,), a separate copy of g."""
+  new_t = _numerics.add(g, _numerics.mul(decay, t))
+  g_again = g if copies is None else copies[0]
+  out = _numerics.add(g_again, _numerics.mul(decay, new_t)) if nesterov else new_t
+  return out, _keep_dtype(new_t, t)
 
 
 def trace(decay: jax.typing.ArrayLike, nesterov: bool = False,
@@ -204,9 +208,14 @@ def _adam_init(params, *, mu_dtype=None, nu_dtype=None, **_):
                           nu=_tree.zeros_like(params, dtype=nu_dtype))
 
 
-def _adam_moments(g, mu, nu, b1, b2, widen=False):
-  """One step of Adam's first and second moments, in the working dtype (`widen`: see `_widened`)."""
+def _adam_moments(g, mu, nu, b1, b2, widen=False, g_for_nu=None):
+  """One step of Adam's first and second moments, in the working dtype (`widen`: see `_widened`).
+
+  `g_for_nu` is the same gradient computed separately (the fused path passes one copy per use, so that
+  XLA recomputes a cheap producer in each consumer instead of writing it to memory).
+  """
   new_mu = _moving_average(g, mu, b1)
+  g = g if g_for_nu is None else g_for_nu
   if widen:
     g, nu = _widened(g, nu)
   return new_mu, _moving_average(_square(g), nu, b2)
@@ -219,15 +228,18 @@ def _adam_corrections(b1, b2, count, nesterov):
   return bc1, bc2, bc1_next
 
 
-def _adam_hats(g, mu, nu, b1, b2, corrections, nesterov, widen=False):
+def _adam_hats(g, mu, nu, b1, b2, corrections, nesterov, widen=False, *, copies=None):
   """New moments and their bias-corrected values: (mu_hat, nu_hat, new_mu, new_nu).
 
   With Nesterov, mu_hat = b1 * mu / (1 - b1^(t+1)) + (1 - b1) * g / (1 - b1^t) (Dozat, 2016).
+  `copies`: optional (g for nu, g for Nesterov's term), separately computed copies of `g`.
   """
   bc1, bc2, bc1_next = corrections
-  new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2, widen)
+  g_for_nu, g_for_nesterov = copies if copies is not None else (g, g)
+  new_mu, new_nu = _adam_moments(g, mu, nu, b1, b2, widen, g_for_nu)
   if nesterov:
-    mu_hat = _numerics.add(_numerics.mul(b1, _debias(new_mu, bc1_next)), _numerics.mul(1 - b1, _debias(g, bc1)))
+    mu_hat = _numerics.add(_numerics.mul(b1, _debias(new_mu, bc1_next)),
+                           _numerics.mul(1 - b1, _debias(g_for_nesterov, bc1)))
   else:
     mu_hat = _debias(new_mu, bc1)
   return mu_hat, _debias(new_nu, bc2), new_mu, new_nu
@@ -239,17 +251,19 @@ def _adam_update(updates, state, params=None, *, b1, b2, eps, eps_root, mu_dtype
   _errors.expect_state(state, (ScaleByAdamState,), "scale_by_adam")
   count = _numerics.safe_increment(state.count)
   corrections = _adam_corrections(b1, b2, count, nesterov)
-  widen = nu_dtype is not None
-
-  def leaf(g, mu, nu):
-    mu_hat, nu_hat, new_mu, new_nu = _adam_hats(g, mu, nu, b1, b2, corrections, nesterov, widen)
-    step = _numerics.div(mu_hat, jnp.sqrt(nu_hat + eps_root) + eps)
-    if widen:  # divided at nu's precision, returned in the dtype the default nu would give
-      step = _keep_dtype(step, mu_hat)
-    return step, _keep_dtype(new_mu, mu), _keep_dtype(new_nu, nu)
-
+  leaf = functools.partial(adam_leaf, b1=b1, b2=b2, eps=eps, eps_root=eps_root, corrections=corrections,
+                           nesterov=nesterov, widen=nu_dtype is not None)
   updates, (mu, nu) = _tree.leafwise(leaf, updates, (state.mu, state.nu), state_names=("state.mu", "state.nu"))
   return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+
+def adam_leaf(g, mu, nu, *, b1, b2, eps, eps_root, corrections, nesterov, widen, copies=None):
+  """Adam on one leaf: (step, new_mu, new_nu); `corrections` from `_adam_corrections`, `copies` see `_adam_hats`."""
+  mu_hat, nu_hat, new_mu, new_nu = _adam_hats(g, mu, nu, b1, b2, corrections, nesterov, widen, copies=copies)
+  step = _numerics.div(mu_hat, jnp.sqrt(nu_hat + eps_root) + eps)
+  if widen:  # divided at nu's precision, returned in the dtype the default nu would give
+    step = _keep_dtype(step, mu_hat)
+  return step, _keep_dtype(new_mu, mu), _keep_dtype(new_nu, nu)
 
 
 def _check_adam_args(fn, b1, b2, eps, eps_root):

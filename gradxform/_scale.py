@@ -22,7 +22,7 @@ class ScaleByScheduleState(NamedTuple):
 
 def _scale_update(updates, state, params=None, *, step_size, **extra_args):
   del params, extra_args
-  return _tree.map_updates(lambda g: _numerics.mul(step_size, g), updates), state
+  return _tree.map_updates(lambda g: scaled_leaf(g, step_size), updates), state
 
 
 def scale(step_size: jax.typing.ArrayLike) -> _base.GradientTransformationExtraArgs:
@@ -44,8 +44,18 @@ def _schedule_update(updates, state, params=None, *, step_size_fn, **extra_args)
   del params, extra_args
   _errors.expect_state(state, (ScaleByScheduleState,), "scale_by_schedule")
   step_size = step_size_fn(state.count)
-  updates = _tree.map_updates(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+  updates = _tree.map_updates(lambda g: scheduled_leaf(g, step_size), updates)
   return updates, ScaleByScheduleState(count=_numerics.safe_increment(state.count))
+
+
+def scaled_leaf(g, step_size):
+  """One leaf of `scale`."""
+  return _numerics.mul(step_size, g)
+
+
+def scheduled_leaf(g, step_size):
+  """One leaf of `scale_by_schedule`: the schedule's value is cast to the leaf's dtype first."""
+  return jnp.array(step_size, dtype=g.dtype) * g
 
 
 def scale_by_schedule(step_size_fn: _base.Schedule) -> _base.GradientTransformationExtraArgs:
