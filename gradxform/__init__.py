@@ -125,8 +125,9 @@ from gradxform._sign import *  # noqa: E402,F401,F403
 from gradxform._wrappers import *  # noqa: E402,F401,F403
 from gradxform.schedules._inject import *  # noqa: E402,F401,F403
 # Beyond optax (opt-in; see the README): hyperparameters by name, parameter groups, metrics,
-# state_dict, mixed precision.
+# state_dict, mixed precision, fused and flat paths, 8-bit and bfloat16 Adam state.
 from gradxform._groups import *  # noqa: E402,F401,F403
+from gradxform._lowbit import *  # noqa: E402,F401,F403
 from gradxform._hyperparams import *  # noqa: E402,F401,F403
 from gradxform._flat import *  # noqa: E402,F401,F403
 from gradxform._fused import *  # noqa: E402,F401,F403

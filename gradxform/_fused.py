@@ -20,8 +20,9 @@ a mask, identity, scale_by_adam, trace) as one per-leaf program:
   may round a recomputed division differently (g * (1 / norm) for g / norm), a last-bit difference
   (below 1e-6 relative). bfloat16 and float16 leaves are never recomputed, so they stay bit-identical.
 
-Steps it does not recognise (masked weight decay, inject_hyperparams, any other transformation) run
-through their own `update`, unfused, between fused runs. Called eagerly (outside `jax.jit`), the whole
+Inside `inject_hyperparams`, the transformation it builds each step is fused the same way. Steps it
+does not recognise (masked weight decay, partition, any other transformation) run through their own
+`update`, unfused, between fused runs. Called eagerly (outside `jax.jit`), the whole
 update runs as one cached compiled program instead of one dispatch per operation per leaf.
 """
 
@@ -43,6 +44,7 @@ from gradxform import _moments
 from gradxform import _numerics
 from gradxform import _scale
 from gradxform import _tree
+from gradxform.schedules import _inject
 
 __all__ = ["fused"]
 
@@ -203,19 +205,33 @@ def _steps_with_paths(tx: Any, state: Any, path: tuple = (), where: tuple = (), 
   return found
 
 
+def _is_inject(tx: Any) -> bool:
+  update = getattr(tx, "update", None)
+  return isinstance(update, _base.Bound) and update.func is _inject._inject_update  # pylint: disable=protected-access
+
+
 def _replace_at(state: Any, path: tuple, value: Any) -> Any:
+  """`state` with the part at `path` replaced; path entries index chain tuples (int) or state fields (str)."""
   if not path:
     return value
+  key, rest = path[0], path[1:]
+  if isinstance(key, str):
+    return state._replace(**{key: _replace_at(getattr(state, key), rest, value)})
   items = list(state)
-  items[path[0]] = _replace_at(items[path[0]], path[1:], value)
+  items[key] = _replace_at(items[key], rest, value)
   return tuple(items)
+
+
+def _annotate_outer(err: _errors.GradxformError, where: tuple) -> None:
+  for outer_label, position in reversed(where):
+    if position is not None:
+      err.at_position(position)
+    err.enter(outer_label)
 
 
 def _annotate(err: _errors.GradxformError, label: str, where: tuple) -> None:
   err.enter(label)
-  for outer_label, position in reversed(where):
-    err.at_position(position)
-    err.enter(outer_label)
+  _annotate_outer(err, where)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +310,7 @@ def _fused_init(params, *, inner):
 
 def fused_update(inner: Any, updates: Any, state: Any, params: Any = None, **extra_args) -> tuple[Any, Any]:
   """`inner.update`, with its recognised elementwise steps fused into per-leaf passes (always traced)."""
-  steps = _steps_with_paths(inner, state)
+  pending = _steps_with_paths(inner, state)
   members, new_state = [], state
 
   def flush(updates):
@@ -306,19 +322,26 @@ def fused_update(inner: Any, updates: Any, state: Any, params: Any = None, **ext
       members = []
     return updates
 
-  for tx, step_state, path, where in steps:
+  while pending:
+    tx, step_state, path, where = pending.pop(0)
     stage = stage_of(tx)
-    if stage is None or stage.starts_pass:
+    if (stage is None and not _is_inject(tx)) or (stage is not None and stage.starts_pass):
       updates = flush(updates)
     if stage is not None:
       members.append((stage, step_state, path, where))
       continue
     try:
+      if _is_inject(tx):
+        # Build this step's transformation from the injected hyperparameters, then walk into it: its
+        # steps join the current pass (its state sits in the `inner_state` field).
+        built, step_state = _inject.prepare_inner(step_state, params, **tx.update.keywords, **extra_args)
+        new_state = _replace_at(new_state, path, step_state)
+        pending[:0] = _steps_with_paths(built, step_state.inner_state, path + ("inner_state",),
+                                        where + ((tx.update.label, None),))
+        continue
       updates, step_state = _base.with_extra_args_support(tx).update(updates, step_state, params, **extra_args)
     except _errors.GradxformError as err:
-      for outer_label, position in reversed(where):
-        err.at_position(position)
-        err.enter(outer_label)
+      _annotate_outer(err, where)
       raise
     new_state = _replace_at(new_state, path, step_state)
   return flush(updates), new_state
@@ -355,7 +378,8 @@ def fused(tx: _base.GradientTransformation) -> _base.GradientTransformationExtra
 
   Recognised steps: clip_by_global_norm, scale, scale_by_schedule, scale_by_learning_rate,
   add_decayed_weights (no mask), identity, scale_by_adam (adam, adamw, nadam, nadamw without masks),
-  trace (sgd with momentum). Other steps run unfused where they stand.
+  trace (sgd with momentum), and the same inside `inject_hyperparams`. Other steps run unfused where
+  they stand.
 
   Args:
     tx: any transformation; typically `chain(clip_by_global_norm(...), adamw(...))` or an optimizer alias.

@@ -45,8 +45,12 @@ CASES = {
     "adamw masked (unfused mask)": (lambda: gradxform.adamw(1e-2, weight_decay=1e-2, mask=_decay_mask), False),
     "clip + lion (unfused lion)": (lambda: gradxform.chain(gradxform.clip_by_global_norm(1.0), gradxform.lion(1e-3)),
                                    False),
-    "inject_hyperparams adam (unfused)": (lambda: gradxform.inject_hyperparams(gradxform.adam)(learning_rate=1e-2),
-                                          False),
+    "inject_hyperparams adamw": (lambda: gradxform.inject_hyperparams(gradxform.adamw)(
+        learning_rate=_schedule(), weight_decay=1e-2), True),
+    "clip + inject_hyperparams nadam": (lambda: gradxform.chain(
+        gradxform.clip_by_global_norm(1.0), gradxform.inject_hyperparams(gradxform.nadam)(learning_rate=1e-2)), True),
+    "param_groups (unfused partition)": (lambda: gradxform.param_groups(
+        gradxform.adamw, [gradxform.group("dense/*", learning_rate=1e-3)], learning_rate=1e-2), False),
 }
 
 
@@ -174,6 +178,19 @@ def test_fused_clip_adamw_writes_no_clipped_gradient():
   unfused, fused = _big_leaf_outputs(tx), _big_leaf_outputs(gradxform.fused(tx))
   assert fused == 3
   assert unfused == 4
+
+
+def test_fused_reaches_inside_inject_hyperparams_and_set_hyperparams_still_works():
+  def make():
+    return gradxform.chain(gradxform.clip_by_global_norm(1.0),
+                           gradxform.inject_hyperparams(gradxform.adamw)(learning_rate=1e-2, weight_decay=1e-4))
+  assert _big_leaf_outputs(gradxform.fused(make())) == 3 and _big_leaf_outputs(make()) == 4
+  tx = gradxform.fused(make())
+  params = equivalence.mixed_params()
+  state = gradxform.set_hyperparams(tx.init(params), learning_rate=0.0)
+  updates, state = jax.jit(tx.update)(equivalence.gradients(params, 0), state, params)
+  assert all(float(jnp.max(jnp.abs(u))) == 0.0 for u in jax.tree.leaves(updates))
+  assert float(gradxform.hyperparams(state)["learning_rate"]) == 0.0
 
 
 def test_errors_name_the_step_and_its_place():

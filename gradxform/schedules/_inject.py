@@ -154,8 +154,10 @@ def _inject_init(params, *, inner_factory, fixed_args, numeric_args, scheduled_a
                                         hyperparams_states=schedule_states, inner_state=inner.init(params))
 
 
-def _inject_update(updates, state, params=None, *, inner_factory, fixed_args, numeric_args, scheduled_args,
-                   hyperparam_dtype, **extra_args):
+def prepare_inner(state, params=None, *, inner_factory, fixed_args, numeric_args, scheduled_args, hyperparam_dtype,
+                  **extra_args):
+  """This step's transformation, built from the stored and scheduled hyperparameters, and the new state
+  with the old inner state (the caller runs the inner transformation and puts its state in)."""
   del numeric_args  # their current values are the ones in the state (possibly changed by the user)
   _errors.expect_state(state, (InjectStatefulHyperparamsState,), "inject_hyperparams")
   dtype = _storage_dtype(hyperparam_dtype, params)
@@ -165,10 +167,18 @@ def _inject_update(updates, state, params=None, *, inner_factory, fixed_args, nu
                       for k, f in scheduled_args.items()})
   schedule_states = {k: f.update(state.hyperparams_states[k], **extra_args) for k, f in scheduled_args.items()}
   inner = _base.with_extra_args_support(inner_factory(**fixed_args, **hyperparams))
+  return inner, InjectStatefulHyperparamsState(count=_numerics.safe_increment(state.count), hyperparams=hyperparams,
+                                               hyperparams_states=schedule_states, inner_state=state.inner_state)
+
+
+def _inject_update(updates, state, params=None, **keywords_and_extra_args):
+  inner, new_state = prepare_inner(state, params, **keywords_and_extra_args)
+  extra_args = {k: v for k, v in keywords_and_extra_args.items() if k not in _INJECT_KEYWORDS}
   updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-  return updates, InjectStatefulHyperparamsState(count=_numerics.safe_increment(state.count),
-                                                 hyperparams=hyperparams, hyperparams_states=schedule_states,
-                                                 inner_state=inner_state)
+  return updates, new_state._replace(inner_state=inner_state)
+
+
+_INJECT_KEYWORDS = frozenset({"inner_factory", "fixed_args", "numeric_args", "scheduled_args", "hyperparam_dtype"})
 
 
 def _split_arguments(arguments: dict, static_args: frozenset) -> tuple[dict, dict, dict]:
