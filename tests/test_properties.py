@@ -1,6 +1,7 @@
 """Property tests: for random trees (shapes incl. scalars and size-0 leaves, f32/bf16/f16 leaves), every
 optimizer keeps its state's structure and dtypes, gives finite updates for finite float32/bfloat16
-gradients, and agrees with optax on where NaN gradients propagate.
+gradients, and agrees with optax on where NaN gradients propagate. (NaN/inf/huge/tiny gradients for every
+alias are compared with optax value by value in tests/test_propagation.py.)
 
 float16 is compared with optax rather than required finite: with Adam's eps = 1e-8 (below float16's
 smallest subnormal) and (1 - b2) * g^2 underflowing, 0 / 0 happens in optax too. The dtype-policy work
@@ -65,20 +66,3 @@ def test_state_layout_is_preserved_and_finite_in_finite_out(name, spec, seed):
       if p.dtype != jnp.float16:
         assert np.all(np.isfinite(u32))
     params = gradxform.apply_updates(params, updates)
-
-
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-@hypothesis.settings(max_examples=2, deadline=None, derandomize=True)
-@hypothesis.given(bad=st.sampled_from([np.nan, np.inf, -np.inf, 1e30, 1e-30]), index=st.integers(0, 5))
-def test_nonfinite_and_extreme_gradients_propagate_as_in_optax(name, bad, index):
-  params = {"w": jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32)}
-  grads = {"w": params["w"].at[index].set(bad)}
-  ours = getattr(gradxform, name)(**OPTIMIZERS[name])
-  theirs = getattr(optax, name)(**OPTIMIZERS[name])
-  with jax.numpy_dtype_promotion("standard"):
-    expected, _ = theirs.update(grads, theirs.init(params), params)
-  got, _ = ours.update(grads, ours.init(params), params)
-  np.testing.assert_array_equal(np.isnan(got["w"]), np.isnan(expected["w"]))
-  np.testing.assert_array_equal(np.isinf(got["w"]), np.isinf(expected["w"]))
-  finite = np.isfinite(expected["w"])
-  np.testing.assert_allclose(got["w"][finite], expected["w"][finite], rtol=1e-6, atol=1e-6)
