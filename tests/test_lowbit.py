@@ -84,20 +84,28 @@ def test_round_trip_error_is_within_half_a_code_of_the_block_absmax(signed):
 # Against optax.adam.
 
 
-def test_adam_8bit_tracks_optax_adam_within_the_codebook_resolution():
-  b1, b2 = 0.9, 0.999
-  params = {"big": jax.random.normal(jax.random.key(1), (64, 80)), "small": jnp.ones((3, 4))}  # 5120 / 12
-  tx, ref = lowbit.scale_by_adam_8bit(b1, b2), optax.scale_by_adam(b1, b2)
+def _beside_optax(tx, ref, params, leaf):
+  """STEPS updates of `tx` and optax's `ref` on the same gradients; also the largest |mu| and nu of `leaf`
+  seen along optax's trajectory."""
   state, ref_state = tx.init(params), ref.init(params)
-  assert isinstance(state.mu["big"], lowbit.QuantizedArray) and state.mu["small"].dtype == jnp.float32
   mu_max = nu_max = 0.0
   for t in range(STEPS):
     grads = _grads(params, t)
     updates, state = tx.update(grads, state)
     with jax.numpy_dtype_promotion("standard"):
       ref_updates, ref_state = ref.update(grads, ref_state)
-    mu_max = max(mu_max, float(jnp.max(jnp.abs(ref_state.mu["big"]))))
-    nu_max = max(nu_max, float(jnp.max(ref_state.nu["big"])))
+    mu_max = max(mu_max, float(jnp.max(jnp.abs(ref_state.mu[leaf]))))
+    nu_max = max(nu_max, float(jnp.max(ref_state.nu[leaf])))
+  return updates, state, ref_updates, ref_state, mu_max, nu_max
+
+
+def test_adam_8bit_tracks_optax_adam_within_the_codebook_resolution():
+  b1, b2 = 0.9, 0.999
+  params = {"big": jax.random.normal(jax.random.key(1), (64, 80)), "small": jnp.ones((3, 4))}  # 5120 / 12
+  tx, ref = lowbit.scale_by_adam_8bit(b1, b2), optax.scale_by_adam(b1, b2)
+  assert isinstance(tx.init(params).mu["big"], lowbit.QuantizedArray)
+  assert tx.init(params).mu["small"].dtype == jnp.float32
+  updates, state, ref_updates, ref_state, mu_max, nu_max = _beside_optax(tx, ref, params, "big")
   # Below min_quantized_size: float32 moments, Adam exactly.
   chex.assert_trees_all_close(updates["small"], ref_updates["small"])
   chex.assert_trees_all_close((state.mu["small"], state.nu["small"]), (ref_state.mu["small"], ref_state.nu["small"]))
@@ -123,15 +131,7 @@ def test_adam_bf16_tracks_optax_adam_within_bfloat16_resolution():
   b1, b2 = 0.9, 0.999
   params = {"w": jax.random.normal(jax.random.key(1), (32, 40))}
   tx, ref = lowbit.scale_by_adam_bf16(b1, b2, seed=0), optax.scale_by_adam(b1, b2)
-  state, ref_state = tx.init(params), ref.init(params)
-  mu_max = nu_max = 0.0
-  for t in range(STEPS):
-    grads = _grads(params, t)
-    updates, state = tx.update(grads, state)
-    with jax.numpy_dtype_promotion("standard"):
-      ref_updates, ref_state = ref.update(grads, ref_state)
-    mu_max = max(mu_max, float(jnp.max(jnp.abs(ref_state.mu["w"]))))
-    nu_max = max(nu_max, float(jnp.max(ref_state.nu["w"])))
+  updates, state, ref_updates, ref_state, mu_max, nu_max = _beside_optax(tx, ref, params, "w")
   # A stochastic rounding moves a value by less than one bfloat16 step, <= 2^-7 of it; carried by the EMA
   # as in the 8-bit case (10 % slack for the trajectory's own maxima).
   mu_error = jnp.abs(state.mu["w"].astype(jnp.float32) - ref_state.mu["w"])
