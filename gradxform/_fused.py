@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradxform import _base
 from gradxform import _clip
@@ -356,8 +357,13 @@ def _is_traced(tree: Any) -> bool:
   return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
 
+def _only_arrays(tree: Any) -> bool:
+  return all(isinstance(x, (jax.Array, np.ndarray, np.generic, int, float, complex)) for x in jax.tree.leaves(tree))
+
+
 def _fused_update_entry(updates, state, params=None, *, inner, **extra_args):
-  if _is_traced((updates, state, params, extra_args)):
+  if _is_traced((updates, state, params, extra_args)) or not _only_arrays(extra_args):
+    # Traced already, or an extra argument jit cannot take (a `value_fn` callable): run as it stands.
     return fused_update(inner, updates, state, params, **extra_args)
   try:
     hash(inner)

@@ -210,3 +210,17 @@ def test_none_updates_pass_through():
   assert updates["b"] is None
   np.testing.assert_array_equal(new_state[1][0].mu["b"], state[1][0].mu["b"])
   assert float(jnp.abs(updates["a"]).sum()) > 0
+
+
+def test_eager_call_with_a_callable_extra_argument_runs_unjitted():
+  """A step needing `value_fn` (zoom line search) inside fused: eager calls pass the callable through."""
+  tx = gradxform.fused(gradxform.chain(gradxform.clip_by_global_norm(10.0), gradxform.sgd(1.0),
+                                       gradxform.scale_by_zoom_linesearch(max_linesearch_steps=3)))
+  params = {"w": jnp.array([1.0, -2.0])}
+
+  def value_fn(p):
+    return jnp.sum(p["w"] ** 2)
+
+  value, grad = jax.value_and_grad(value_fn)(params)
+  updates, _ = tx.update(grad, tx.init(params), params, value=value, grad=grad, value_fn=value_fn)
+  assert float(value_fn(gradxform.apply_updates(params, updates))) < float(value)
