@@ -5,6 +5,7 @@ relies on implicit promotion in places; gradxform must not.
 """
 
 import jax
+import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
@@ -40,3 +41,18 @@ def pytest_collection_modifyitems(config, items):
   if dropped:
     config.hook.pytest_deselected(items=dropped)
     items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _cheap_compiles_for_eager_rows(request):
+  # Eager rows run op by op: each primitive is compiled on its own, so XLA's fusion and LLVM effort buy
+  # nothing there but compile time. Both libraries' eager ops get the same setting.
+  if "eager" not in request.node.name:
+    yield
+    return
+  previous = jax.config.jax_optimization_level
+  jax.config.update("jax_optimization_level", "O1")
+  try:
+    yield
+  finally:
+    jax.config.update("jax_optimization_level", previous)

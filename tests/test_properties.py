@@ -44,7 +44,7 @@ def _layout(state):
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-@hypothesis.settings(max_examples=3, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=2, deadline=None, derandomize=True)
 @hypothesis.given(spec=trees, seed=st.integers(0, 2**16))
 def test_state_layout_is_preserved_and_finite_in_finite_out(name, spec, seed):
   tx = getattr(gradxform, name)(**OPTIMIZERS[name])
