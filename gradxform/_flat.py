@@ -84,11 +84,13 @@ class FlatTree:
     return cls._pack(tree, layout)
 
   @classmethod
-  def _pack(cls, tree: Any, layout: _Layout) -> FlatTree:
+  def _pack(cls, tree: Any, layout: _Layout, cast: bool = True) -> FlatTree:
+    """Packs `tree` into `layout`'s buffers; `cast=False` keeps the leaves' own dtype (a state tree whose
+    moments are stored in another dtype than the params, e.g. adam's mu_dtype)."""
     leaves = layout.treedef.flatten_up_to(tree)
     parts = {key: [] for key in layout.keys}
     for leaf, dtype in zip(leaves, layout.dtypes):
-      parts[dtype.name].append(jnp.ravel(jnp.asarray(leaf, dtype)))
+      parts[dtype.name].append(jnp.ravel(jnp.asarray(leaf, dtype if cast else None)))
     buffers = {}
     for key, size in zip(layout.keys, layout.sizes):
       chunks = parts[key]
@@ -226,11 +228,8 @@ def tree_state_to_flat(state: Any, params: Any) -> Any:
     return all(hasattr(l, "shape") and tuple(l.shape) == s for l, s in zip(leaves, layout.shapes))
 
   def pack(x):
-    if not like_params(x):
-      return x
-    leaves = layout.treedef.flatten_up_to(x)
-    same_dtypes = tuple(jnp.dtype(l.dtype) for l in leaves) == layout.dtypes
-    own = layout if same_dtypes else _layout_of(x, "a state leaf")
-    return FlatTree._pack(x, own)  # pylint: disable=protected-access
+    # The params' layout (buffer names by the params' dtypes), the leaves' own dtypes: what flat(tx).init
+    # makes when a moment is stored in another dtype.
+    return FlatTree._pack(x, layout, cast=False) if like_params(x) else x  # pylint: disable=protected-access
 
   return jax.tree.map(pack, state, is_leaf=like_params)

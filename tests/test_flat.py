@@ -186,3 +186,13 @@ def test_bad_leaves_and_layouts_are_named():
   state = ftx.init(params)
   with pytest.raises(gradxform.TreeMismatchError, match="params do not have the layout of the updates"):
     ftx.update(params, state, {"a": jnp.ones((2,)), "b": jnp.ones((4,))})
+
+
+def test_state_with_moments_in_another_dtype_converts_to_the_flat_init_structure():
+  params = _float32_params()
+  tx, ftx = gradxform.adam(1e-2, mu_dtype=jnp.bfloat16), gradxform.flat(gradxform.adam(1e-2, mu_dtype=jnp.bfloat16))
+  packed = gradxform.tree_state_to_flat(tx.init(params), params)
+  reference = ftx.init(params)
+  assert jax.tree.structure(packed) == jax.tree.structure(reference)
+  assert [x.dtype for x in jax.tree.leaves(packed)] == [x.dtype for x in jax.tree.leaves(reference)]
+  equivalence.assert_trees_equivalent(gradxform.flat_state_to_tree(packed), tx.init(params), "round trip")
