@@ -19,7 +19,7 @@ def pytest_configure(config):
 
 # Eager rows are the slow ones (every primitive of every leaf shape dispatches and compiles on its own),
 # and across rows of one transformation they exercise the same Python paths. By default one eager row is
-# kept per (test, transformation name), the first in the table; every row still runs under jit.
+# kept per transformation name, the first collected; every row still runs under jit.
 # GRADXFORM_ALL_EAGER=1 runs every eager row.
 def pytest_collection_modifyitems(config, items):
   import os
@@ -28,11 +28,11 @@ def pytest_collection_modifyitems(config, items):
     return
   seen, kept, dropped = set(), [], []
   for item in items:
-    function, _, parameters = item.nodeid.partition("[")
+    _, _, parameters = item.nodeid.partition("[")
     if not parameters.endswith("-eager]"):
       kept.append(item)
       continue
-    key = (function, re.split(r"[(\s\-\[]", parameters, maxsplit=1)[0])
+    key = re.split(r"[(\s\-\[]", parameters, maxsplit=1)[0]
     if key in seen:
       dropped.append(item)
     else:
