@@ -48,11 +48,11 @@ class _Layout(NamedTuple):
 
 
 def _layout_of(tree: Any, what: str) -> _Layout:
-  leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
+  paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
   shapes, dtypes, offsets, fill = [], [], [], {}
-  for path, leaf in zip(jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0], leaves):
+  for path, leaf in paths_and_leaves:
     if leaf is None or not hasattr(leaf, "dtype"):
-      where = jax.tree_util.keystr(path[0]) or "the root"
+      where = jax.tree_util.keystr(path) or "the root"
       raise _errors.LeafTypeError(
           f"flat: {what} at {where} is {type(leaf).__name__}; the flat path packs array leaves only "
           "(use the per-leaf optimizer for trees with None or Python-number leaves)")
